@@ -1,0 +1,3 @@
+from chamber.cli import main
+
+main()

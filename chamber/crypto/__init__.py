@@ -1,0 +1,1 @@
+"""Pure cryptographic functions: no I/O, no global state beyond immutable tables."""
