@@ -18,8 +18,11 @@ app = cyclopts.App(
 
 
 def _register() -> None:
-    from chamber.cli import keys
+    from chamber.cli import info, keys, server
 
+    app.command(server.server)
+    app.command(info.plugins)
+    app.command(info.config_app)
     app.command(keys.keys_app)
 
 

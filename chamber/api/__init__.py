@@ -1,0 +1,1 @@
+"""The HTTP API: Falcon resources and middleware served by waitress."""

@@ -1,0 +1,171 @@
+"""Serve the API with waitress: metrics port, background key loading, graceful SIGTERM drain.
+
+Drain: on SIGTERM (or SIGINT) the listening socket closes at once (no new connections), new
+requests on open keep-alive connections get 503 + ``Connection: close``, and in-flight requests
+finish; after they have (or after ``server.shutdown_grace_seconds``) every connection is closed
+and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import waitress
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, MultiSocketServer
+
+from chamber.api.app import Gate, create_app
+from chamber.signer import Signer
+
+log = logging.getLogger("chamber.server")
+
+_QUEUE_DEPTH = re.compile(r"Task queue depth is (\d+)")
+
+
+class _QueueDepthToMetric(logging.Filter):
+    """Turn waitress's 'Task queue depth is N' warnings into a gauge instead of log noise."""
+
+    def __init__(self, signer: Signer) -> None:
+        super().__init__()
+        self.gauge = signer.metrics.server_queue_depth
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _QUEUE_DEPTH.search(record.getMessage())
+        if match:
+            self.gauge.set(int(match.group(1)))
+            return False
+        return True
+
+
+class SignerServer:
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+        self.gate: Gate = create_app(signer)
+        cfg = signer.settings.server
+        logging.getLogger("waitress.queue").addFilter(_QueueDepthToMetric(signer))
+        self.server: BaseWSGIServer | MultiSocketServer = waitress.create_server(
+            self.gate,
+            host=cfg.listen_address,
+            port=cfg.listen_port,
+            threads=cfg.worker_threads,
+            # Waitress refuses far larger bodies itself; ours answers 413 with a clear message.
+            max_request_body_size=cfg.max_body_bytes * 2,
+            channel_timeout=cfg.channel_timeout_seconds,
+            connection_limit=max(100, cfg.worker_threads * 4),
+            ident="containment-chamber",
+            clear_untrusted_proxy_headers=True,
+        )
+        self._stopping = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.effective_port)  # type: ignore[union-attr]
+
+    def start_background(self) -> None:
+        metrics = self.signer.settings.metrics
+        if metrics.enabled:
+            self.signer.metrics.serve(metrics.listen_address, metrics.listen_port)
+            log.info(
+                "metrics listening",
+                extra={"address": metrics.listen_address, "port": metrics.listen_port},
+            )
+        threading.Thread(target=self._load_keys, name="key-loader", daemon=True).start()
+
+    def _load_keys(self) -> None:
+        try:
+            self.signer.load_keys()
+        except Exception:
+            log.exception("key loading failed")
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.shutdown(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def shutdown(self, reason: str = "shutdown") -> None:
+        """Stop accepting, drain in-flight requests, then close everything (idempotent)."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.gate.draining = True
+        log.info("draining", extra={"reason": reason, "inflight": self.gate.inflight})
+        self.server.accepting = False  # type: ignore[union-attr]
+
+        def finish() -> None:
+            grace = self.signer.settings.server.shutdown_grace_seconds
+            drained = self.gate.wait_idle(grace)
+            log.info(
+                "drained" if drained else "grace period over",
+                extra={"inflight": self.gate.inflight},
+            )
+            trigger = self.server.trigger  # type: ignore[union-attr]
+            # Let every connection flush the answer it still owes, then close it.
+            trigger.pull_trigger(self._close_connections_when_flushed)
+            deadline = time.monotonic() + 5
+            while self._open_connections() and time.monotonic() < deadline:
+                time.sleep(0.02)
+                trigger.pull_trigger()
+            trigger.pull_trigger(self._close_all)
+
+        threading.Thread(target=finish, name="drain", daemon=True).start()
+        self.server.trigger.pull_trigger(self._stop_listening)  # type: ignore[union-attr]
+
+    def _connections(self) -> list[Any]:
+        socket_map: dict[int, Any] = self.server._map  # type: ignore[union-attr]
+        return [c for c in list(socket_map.values()) if isinstance(c, HTTPChannel)]
+
+    def _open_connections(self) -> int:
+        return len(self._connections())
+
+    def _close_connections_when_flushed(self) -> None:
+        for channel in self._connections():
+            channel.close_when_flushed = True
+
+    def _stop_listening(self) -> None:
+        try:
+            self.server.del_channel()  # type: ignore[union-attr]
+            self.server.socket.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+
+    def _close_all(self) -> None:
+        socket_map: dict[int, Any] = self.server._map  # type: ignore[union-attr]
+        for channel in list(socket_map.values()):
+            with contextlib.suppress(OSError):
+                channel.close()
+        socket_map.clear()
+
+    def run(self) -> None:
+        cfg = self.signer.settings.server
+        log.info(
+            "signer listening",
+            extra={
+                "address": cfg.listen_address,
+                "port": self.port,
+                "network": self.signer.network.name,
+                "bls_backend": self.signer.bls.name,
+                "max_concurrent_requests": cfg.max_concurrent_requests,
+            },
+        )
+        try:
+            self.server.run()
+        finally:
+            self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)  # type: ignore[union-attr]
+            self.signer.close()
+            log.info("stopped")
+
+
+def serve(signer: Signer) -> None:
+    server = SignerServer(signer)
+    server.install_signal_handlers()
+    server.start_background()
+    server.run()

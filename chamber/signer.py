@@ -1,0 +1,170 @@
+"""The running signer: settings, plugins and the live objects the API serves from.
+
+``build_signer`` turns validated settings into a :class:`Signer` (network, BLS backend, key
+sources, slashing backend, authenticator, metrics) and fails with a start-up error naming the
+problem before anything listens. Key loading happens in the background after the HTTP server is
+up, so ``/upcheck`` answers from the first moment and signing answers 503 until keys are loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from chamber.api.auth import Authenticator
+from chamber.api.metrics import Metrics
+from chamber.config import Settings
+from chamber.crypto.bls import BlsBackend
+from chamber.errors import ConfigError, StartupError
+from chamber.eth.networks import Network, custom_network, get_network
+from chamber.keys import KeyRegistry, KeySource
+from chamber.plugins import PluginManager
+from chamber.slashing import SlashingBackend
+
+log = logging.getLogger("chamber.signer")
+
+
+@dataclass
+class Signer:
+    settings: Settings
+    plugins: PluginManager
+    network: Network
+    bls: BlsBackend
+    registry: KeyRegistry
+    slashing: SlashingBackend
+    auth: Authenticator
+    metrics: Metrics
+    key_sources: dict[str, KeySource]
+    canary_keys: frozenset[str] = frozenset()
+    keys_loaded: threading.Event = field(default_factory=threading.Event)
+    key_load_errors: dict[str, int] = field(default_factory=dict)
+
+    def load_keys(self) -> None:
+        """Load every key source that does not need the vault; errors are reported per item."""
+        for name, source in self.key_sources.items():
+            if source.requires_unseal:
+                continue
+            started = time.perf_counter()
+            result = source.load()
+            elapsed = time.perf_counter() - started
+            self.registry.replace_source(name, result.keys)
+            self.key_load_errors[name] = len(result.errors)
+            self.metrics.keys_active.labels(name).set(len(result.keys))
+            self.metrics.key_loading_duration.labels(name).set(elapsed)
+            if result.errors:
+                self.metrics.key_load_failures.labels(name).inc(len(result.errors))
+            for error in result.errors:
+                log.error(
+                    "key failed to load",
+                    extra={"source": name, "path": error.path, "reason": error.reason},
+                )
+            log.info(
+                "keys loaded",
+                extra={
+                    "source": name,
+                    "loaded": len(result.keys),
+                    "failed": len(result.errors),
+                    "seconds": round(elapsed, 3),
+                },
+            )
+            self.plugins.emit(
+                "chamber_keys_loaded",
+                source=name,
+                loaded=len(result.keys),
+                failed=len(result.errors),
+            )
+        self.keys_loaded.set()
+
+    def close(self) -> None:
+        self.slashing.close()
+
+
+def resolve_network(settings: Settings) -> Network:
+    if settings.network == "custom":
+        custom = settings.custom_network
+        assert custom is not None  # enforced by Settings validation
+        return custom_network(
+            custom.genesis_validators_root,
+            custom.genesis_fork_version,
+            custom.fork_versions or None,
+            custom.slots_per_epoch,
+        )
+    return get_network(settings.network)
+
+
+def build_signer(settings: Settings, plugins: PluginManager) -> Signer:
+    network = resolve_network(settings)
+
+    bls_name = settings.bls.backend
+    backends = plugins.providers("chamber_bls_backends")
+    if bls_name == "auto":
+        chosen = next(
+            (
+                backends[n]
+                for n in ("blspy", "milagro", "py_ecc")
+                if n in backends and backends[n].cls.available()
+            ),
+            None,
+        )
+        if chosen is None:
+            raise StartupError("no BLS backend is available: pip install blspy")
+    else:
+        chosen = plugins.provider("chamber_bls_backends", bls_name, "bls.backend")
+        if not chosen.cls.available():
+            raise StartupError(
+                f"bls.backend: {bls_name!r} is not importable on this machine; install it or "
+                "use bls.backend: auto"
+            )
+    bls: BlsBackend = chosen.cls()
+
+    slashing_name = settings.anti_slashing.backend
+    slashing_provider = plugins.provider(
+        "chamber_slashing_backends", slashing_name, "anti_slashing.backend"
+    )
+    slashing: SlashingBackend = slashing_provider.cls.from_config(
+        settings.anti_slashing.backend_settings()
+    )
+    if slashing_name == "noop":
+        log.warning(
+            "SLASHING PROTECTION IS DISABLED (anti_slashing.backend: noop). "
+            "Use this only for tests and benchmarks, never with live validator keys."
+        )
+
+    key_sources: dict[str, KeySource] = {}
+    for name, section in settings.key_sources.sections().items():
+        provider = plugins.provider("chamber_key_sources", name, f"key_sources.{name}")
+        key_sources[name] = provider.cls.from_config(section, bls)
+
+    if not settings.auth_policies and not settings.allow_unauthenticated_signing:
+        raise ConfigError(
+            "auth_policies: no policy is configured, so nothing could call the signer; add a "
+            "policy with the 'sign' scope, or set allow_unauthenticated_signing: true"
+        )
+    auth = Authenticator(
+        settings.auth_policies,
+        allow_unauthenticated_signing=settings.allow_unauthenticated_signing,
+    )
+    if settings.allow_unauthenticated_signing:
+        log.warning(
+            "allow_unauthenticated_signing is set: anyone who can reach the API can request "
+            "signatures and list public keys"
+        )
+
+    metrics = Metrics()
+    metrics.bls_backend.labels(bls.name).set(1)
+    metrics.concurrency_limit.set(settings.server.max_concurrent_requests)
+    log.info("BLS backend selected", extra={"bls_backend": bls.name, "plugin": chosen.plugin})
+    return Signer(
+        settings=settings,
+        plugins=plugins,
+        network=network,
+        bls=bls,
+        registry=KeyRegistry(),
+        slashing=slashing,
+        auth=auth,
+        metrics=metrics,
+        key_sources=key_sources,
+        canary_keys=frozenset(settings.canary_keys),
+    )
