@@ -63,6 +63,7 @@ class SignerServer:
             clear_untrusted_proxy_headers=True,
         )
         self._stopping = threading.Event()
+        self.metrics_port: int | None = None
 
     @property
     def port(self) -> int:
@@ -71,10 +72,12 @@ class SignerServer:
     def start_background(self) -> None:
         metrics = self.signer.settings.metrics
         if metrics.enabled:
-            self.signer.metrics.serve(metrics.listen_address, metrics.listen_port)
+            self.metrics_port = self.signer.metrics.serve(
+                metrics.listen_address, metrics.listen_port
+            )
             log.info(
                 "metrics listening",
-                extra={"address": metrics.listen_address, "port": metrics.listen_port},
+                extra={"address": metrics.listen_address, "port": self.metrics_port},
             )
         threading.Thread(target=self._load_keys, name="key-loader", daemon=True).start()
 
@@ -160,6 +163,7 @@ class SignerServer:
             self.server.run()
         finally:
             self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)  # type: ignore[union-attr]
+            self.signer.metrics.stop()
             self.signer.close()
             log.info("stopped")
 

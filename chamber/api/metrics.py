@@ -109,5 +109,14 @@ class Metrics:
         self._outcome_children[key].inc()
         self._duration_children[key[0]].observe(seconds)
 
-    def serve(self, address: str, port: int) -> None:
-        start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, address: str, port: int) -> int:
+        """Serve ``/metrics`` in a daemon thread; returns the bound port (``port`` may be 0)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def stop(self) -> None:
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
