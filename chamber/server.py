@@ -119,8 +119,8 @@ class SignerServer:
                 trigger.pull_trigger()
             trigger.pull_trigger(self._close_all)
 
-        threading.Thread(target=finish, name="drain", daemon=True).start()
         self.server.trigger.pull_trigger(self._stop_listening)  # type: ignore[union-attr]
+        threading.Thread(target=finish, name="drain", daemon=True).start()
 
     def _connections(self) -> list[Any]:
         socket_map: dict[int, Any] = self.server._map  # type: ignore[union-attr]

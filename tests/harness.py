@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def base_config(keys_dir: Path, **overrides: Any) -> dict[str, Any]:
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+        if isinstance(value, Mapping) and value and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
@@ -90,7 +91,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass
 class Response:
     status: int
-    headers: dict[str, str]
+    headers: Message  # case-insensitive, as HTTP header names are
     body: bytes
 
     def json(self) -> Any:
@@ -119,9 +120,9 @@ class Client:
         req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
-                return Response(resp.status, dict(resp.headers), resp.read())
+                return Response(resp.status, resp.headers, resp.read())
         except urllib.error.HTTPError as err:
-            return Response(err.code, dict(err.headers), err.read())
+            return Response(err.code, err.headers, err.read())
 
     def sign(self, pubkey_hex: str, body: dict[str, Any], **kw: Any) -> Response:
         return self.request("POST", f"/api/v1/eth2/sign/{pubkey_hex}", body, **kw)
@@ -136,7 +137,9 @@ class InProcessSigner:
 
 
 @contextmanager
-def in_process_signer(config: dict[str, Any], wait_keys: bool = True) -> Iterator[InProcessSigner]:
+def in_process_signer(
+    config: dict[str, Any], wait_keys: bool = True, extra_plugins: Mapping[str, object] | None = None
+) -> Iterator[InProcessSigner]:
     """A real waitress server in a background thread of this process."""
     from chamber.config import Settings
     from chamber.plugins import load_plugins
@@ -144,7 +147,10 @@ def in_process_signer(config: dict[str, Any], wait_keys: bool = True) -> Iterato
     from chamber.signer import build_signer
 
     settings = Settings.model_validate(config)
-    signer = build_signer(settings, load_plugins())
+    plugins = load_plugins(entry_points_enabled=False)
+    for name, plugin in (extra_plugins or {}).items():
+        plugins.register(plugin, name, "test", None)
+    signer = build_signer(settings, plugins)
     server = SignerServer(signer)
     server.start_background()
     thread = threading.Thread(target=server.run, daemon=True)
@@ -229,3 +235,17 @@ class SubprocessSigner:
 
     def output(self) -> str:
         return "\n".join(self.lines)
+
+
+def install_fake_distribution(site: Path, dist: str, module: str, source: str) -> None:
+    """Lay out a module plus the ``.dist-info`` pip would write, with our entry point.
+
+    Cheaper than a pip install for tests that only need *a* plugin in a subprocess; the test of
+    plugin discovery itself builds and installs a real distribution with pip.
+    """
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{dist.replace('-', '_')}-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[containment_chamber]\n{module} = {module}\n")
