@@ -18,9 +18,10 @@ app = cyclopts.App(
 
 
 def _register() -> None:
-    from chamber.cli import info, keys, server
+    from chamber.cli import info, keys, quickstart, server
 
     app.command(server.server)
+    app.command(quickstart.quickstart)
     app.command(info.plugins)
     app.command(info.config_app)
     app.command(keys.keys_app)
