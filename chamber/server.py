@@ -67,7 +67,7 @@ class SignerServer:
 
     @property
     def port(self) -> int:
-        return int(self.server.effective_port)  # type: ignore[union-attr]
+        return int(self.server.effective_port)
 
     def start_background(self) -> None:
         metrics = self.signer.settings.metrics
@@ -101,7 +101,7 @@ class SignerServer:
         self._stopping.set()
         self.gate.draining = True
         log.info("draining", extra={"reason": reason, "inflight": self.gate.inflight})
-        self.server.accepting = False  # type: ignore[union-attr]
+        self.server.accepting = False
 
         def finish() -> None:
             grace = self.signer.settings.server.shutdown_grace_seconds
@@ -110,7 +110,7 @@ class SignerServer:
                 "drained" if drained else "grace period over",
                 extra={"inflight": self.gate.inflight},
             )
-            trigger = self.server.trigger  # type: ignore[union-attr]
+            trigger = self.server.trigger
             # Let every connection flush the answer it still owes, then close it.
             trigger.pull_trigger(self._close_connections_when_flushed)
             deadline = time.monotonic() + 5
@@ -119,11 +119,11 @@ class SignerServer:
                 trigger.pull_trigger()
             trigger.pull_trigger(self._close_all)
 
-        self.server.trigger.pull_trigger(self._stop_listening)  # type: ignore[union-attr]
+        self.server.trigger.pull_trigger(self._stop_listening)
         threading.Thread(target=finish, name="drain", daemon=True).start()
 
     def _connections(self) -> list[Any]:
-        socket_map: dict[int, Any] = self.server._map  # type: ignore[union-attr]
+        socket_map: dict[int, Any] = self.server._map
         return [c for c in list(socket_map.values()) if isinstance(c, HTTPChannel)]
 
     def _open_connections(self) -> int:
@@ -135,13 +135,13 @@ class SignerServer:
 
     def _stop_listening(self) -> None:
         try:
-            self.server.del_channel()  # type: ignore[union-attr]
-            self.server.socket.close()  # type: ignore[union-attr]
+            self.server.del_channel()
+            self.server.socket.close()
         except OSError:
             pass
 
     def _close_all(self) -> None:
-        socket_map: dict[int, Any] = self.server._map  # type: ignore[union-attr]
+        socket_map: dict[int, Any] = self.server._map
         for channel in list(socket_map.values()):
             with contextlib.suppress(OSError):
                 channel.close()
@@ -162,7 +162,7 @@ class SignerServer:
         try:
             self.server.run()
         finally:
-            self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)  # type: ignore[union-attr]
+            self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
             self.signer.metrics.stop()
             self.signer.close()
             log.info("stopped")

@@ -77,7 +77,7 @@ def _unexpected_handler(
     )
 
 
-def create_falcon_app(signer: Signer) -> falcon.App:
+def create_falcon_app(signer: Signer) -> falcon.App[falcon.Request, falcon.Response]:
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = True
     app.add_route("/api/v1/eth2/sign/{identifier}", SignResource(signer))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from typing import Any
 
 import falcon
 import orjson
@@ -177,7 +178,7 @@ class HealthcheckResource:
         except Exception:
             log.exception("slashing health check failed")
             slashing_ok = False
-        checks = [
+        checks: list[dict[str, Any]] = [
             {
                 "id": "keys",
                 "status": "UP" if signer.keys_loaded.is_set() else "DOWN",

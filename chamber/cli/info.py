@@ -42,7 +42,7 @@ def plugins() -> None:
 
 @config_app.command
 def check(file: Path, /) -> None:
-    """Validate FILE plus CONTAINMENT_* variables; print the effective settings, secrets redacted."""
+    """Validate FILE with CONTAINMENT_* variables; print the effective settings, secrets hidden."""
     try:
         settings = load_settings(file)
     except StartupError as error:

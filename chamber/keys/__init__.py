@@ -9,7 +9,7 @@ from typing import Any, Protocol, Self
 
 import orjson
 
-from chamber.crypto.bls import BlsBackend
+from chamber.crypto.bls import BlsBackend, SecretKey
 from chamber.errors import KeyLoadError
 
 
@@ -25,7 +25,7 @@ class ValidatorKey:
 
     pubkey: bytes
     source: str
-    secret: object = field(repr=False, compare=False)
+    secret: SecretKey = field(repr=False, compare=False)
     pubkey_hex: str = field(init=False)
 
     def __post_init__(self) -> None:
