@@ -26,6 +26,7 @@ BUILTIN_MODULES = (
     "chamber.builtin.bls",
     "chamber.builtin.filesystem",
     "chamber.builtin.noop_slashing",
+    "chamber.builtin.sqlite_slashing",
 )
 
 PROVIDER_HOOKS = (

@@ -124,7 +124,7 @@ def build_signer(settings: Settings, plugins: PluginManager) -> Signer:
         "chamber_slashing_backends", slashing_name, "anti_slashing.backend"
     )
     slashing: SlashingBackend = slashing_provider.cls.from_config(
-        settings.anti_slashing.backend_settings()
+        settings.anti_slashing.backend_settings(), network.genesis_validators_root
     )
     if slashing_name == "noop":
         log.warning(

@@ -9,18 +9,22 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from chamber.builtin.noop_slashing import NoopSlashingBackend
 from chamber.hookspecs import hookimpl
 
 
-class SlowSlashingBackend:
+class SlowSlashingBackend(NoopSlashingBackend):
     name = "slow-test"
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, genesis_validators_root: bytes) -> None:
+        super().__init__(genesis_validators_root)
         self.delay = delay
 
     @classmethod
-    def from_config(cls, settings: Mapping[str, Any]) -> SlowSlashingBackend:
-        return cls(float(settings.get("delay_seconds", 1.0)))
+    def from_config(  # type: ignore[override]
+        cls, settings: Mapping[str, Any], genesis_validators_root: bytes
+    ) -> SlowSlashingBackend:
+        return cls(float(settings.get("delay_seconds", 1.0)), genesis_validators_root)
 
     def check_and_record_block(self, pubkey: bytes, slot: int, signing_root: bytes) -> None:
         time.sleep(self.delay)
@@ -29,12 +33,6 @@ class SlowSlashingBackend:
         self, pubkey: bytes, source_epoch: int, target_epoch: int, signing_root: bytes
     ) -> None:
         time.sleep(self.delay)
-
-    def healthy(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        return None
 
 
 @hookimpl

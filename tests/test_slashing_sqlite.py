@@ -1,0 +1,88 @@
+"""SQLite slashing protection: interchange vectors, durability settings, group commit."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from chamber.errors import StartupError
+from chamber.slashing.rules import Refused
+from chamber.slashing.sqlite import SQLiteSlashingBackend
+from tests.slashing_vectors import VECTOR_FILES, run_vector_file
+
+GVR = bytes(32)
+PUBKEY = b"\xa1" * 48
+
+
+@pytest.mark.parametrize("path", VECTOR_FILES, ids=lambda p: p.stem)
+def test_interchange_vectors(path: Path, tmp_path: Path) -> None:
+    run_vector_file(path, lambda gvr: SQLiteSlashingBackend(tmp_path / "db.sqlite", gvr))
+
+
+def test_file_is_private_and_durable(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "slashing.sqlite"
+    backend = SQLiteSlashingBackend(db, GVR)
+    try:
+        backend.check_and_record_block(PUBKEY, 1, b"\x01" * 32)
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600
+        wal = db.with_name(db.name + "-wal")
+        assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+        conn = backend._conn
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        backend.close()
+
+
+def test_second_process_is_refused_and_other_network_too(tmp_path: Path) -> None:
+    db = tmp_path / "slashing.sqlite"
+    first = SQLiteSlashingBackend(db, GVR)
+    with pytest.raises(StartupError, match="in use by another process"):
+        SQLiteSlashingBackend(db, GVR)
+    first.close()
+    with pytest.raises(StartupError, match="protects genesis validators root"):
+        SQLiteSlashingBackend(db, b"\x01" * 32)
+
+
+def test_records_survive_reopen(tmp_path: Path) -> None:
+    db = tmp_path / "slashing.sqlite"
+    backend = SQLiteSlashingBackend(db, GVR)
+    backend.check_and_record_attestation(PUBKEY, 1, 2, b"\x02" * 32)
+    backend.close()
+    reopened = SQLiteSlashingBackend(db, GVR)
+    try:
+        with pytest.raises(Refused, match="double vote"):
+            reopened.check_and_record_attestation(PUBKEY, 1, 2, b"\x03" * 32)
+        reopened.check_and_record_attestation(PUBKEY, 1, 2, b"\x02" * 32)  # identical re-sign
+        assert reopened.integrity_check() == []
+    finally:
+        reopened.close()
+
+
+def test_concurrent_conflicting_requests_sign_exactly_one(tmp_path: Path) -> None:
+    backend = SQLiteSlashingBackend(tmp_path / "slashing.sqlite", GVR)
+    results: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(16)
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        try:
+            backend.check_and_record_block(PUBKEY, 100, bytes([i]) * 32)
+            outcome = "signed"
+        except Refused:
+            outcome = "refused"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    backend.close()
+    assert results.count("signed") == 1
+    assert results.count("refused") == 15
