@@ -22,6 +22,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer
 
 from chamber.api.app import Gate, create_app
+from chamber.api.slashing import MAX_INTERCHANGE_BYTES
 from chamber.signer import Signer
 
 log = logging.getLogger("chamber.server")
@@ -55,8 +56,9 @@ class SignerServer:
             host=cfg.listen_address,
             port=cfg.listen_port,
             threads=cfg.worker_threads,
-            # Waitress refuses far larger bodies itself; ours answers 413 with a clear message.
-            max_request_body_size=cfg.max_body_bytes * 2,
+            # Waitress refuses larger bodies itself; below that, ours answer 413 with a clear
+            # message (signing requests above server.max_body_bytes).
+            max_request_body_size=max(cfg.max_body_bytes * 2, MAX_INTERCHANGE_BYTES),
             channel_timeout=cfg.channel_timeout_seconds,
             connection_limit=max(100, cfg.worker_threads * 4),
             ident="containment-chamber",

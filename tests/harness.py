@@ -170,7 +170,7 @@ class SubprocessSigner:
     """``containment-chamber server -c CONFIG`` as a child process; its log lines are kept."""
 
     def __init__(self, config_path: Path, env: Mapping[str, str] | None = None,
-                 args: list[str] | None = None) -> None:
+                 args: list[str] | None = None, cwd: Path | None = None) -> None:
         self.lines: list[str] = []
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -181,7 +181,7 @@ class SubprocessSigner:
             stderr=subprocess.STDOUT,
             text=True,
             env=full_env,
-            cwd=REPO_ROOT,
+            cwd=cwd or REPO_ROOT,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -44,13 +45,22 @@ def start_failure(tmp_path: Path, config: dict[str, Any]) -> subprocess.Complete
     )
 
 
-def test_refuses_to_start_without_explicit_slashing_backend(tmp_path: Path) -> None:
-    config = base_config(tmp_path / "keys")
+def test_sqlite_is_the_default_slashing_backend(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    write_raw_keys(keys_dir, KEYS)
+    config = base_config(keys_dir)
     del config["anti_slashing"]
-    out = start_failure(tmp_path, config)
-    assert out.returncode == 2
-    assert "anti_slashing.backend" in out.stderr
-    assert "'sqlite'" in out.stderr
+    signer = SubprocessSigner(write_config(tmp_path, config), cwd=tmp_path)
+    try:
+        client = Client(signer.wait_ready())
+        checks = {c["id"]: c for c in client.request("GET", "/healthcheck").json()["checks"]}
+        assert checks["slashing_protection"]["data"]["backend"] == "sqlite"
+        assert client.sign(KEYS[0].pubkey_hex, bodies.block_v2()).status == 200
+    finally:
+        assert signer.stop() == 0
+    db = tmp_path / "slashing_protection.sqlite"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert "SLASHING PROTECTION IS DISABLED" not in signer.output()
 
 
 def test_refuses_to_start_without_any_auth_policy(tmp_path: Path) -> None:

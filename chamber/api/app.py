@@ -19,6 +19,7 @@ from typing import Any
 import falcon
 import orjson
 
+from chamber.api import slashing
 from chamber.api.eth2 import (
     HealthcheckResource,
     PublicKeysResource,
@@ -84,6 +85,7 @@ def create_falcon_app(signer: Signer) -> falcon.App[falcon.Request, falcon.Respo
     app.add_route("/api/v1/eth2/publicKeys", PublicKeysResource(signer))
     app.add_route("/upcheck", UpcheckResource())
     app.add_route("/healthcheck", HealthcheckResource(signer))
+    slashing.add_routes(app, signer)
     app.add_error_handler(Exception, _unexpected_handler)
     app.add_error_handler(ChamberError, _error_handler(signer))
     return app

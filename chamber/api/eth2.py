@@ -28,6 +28,7 @@ from chamber.errors import (
 )
 from chamber.eth.requests import prepare_signing
 from chamber.signer import Signer
+from chamber.slashing import protect
 
 audit = logging.getLogger("chamber.audit")
 log = logging.getLogger("chamber.api")
@@ -83,23 +84,17 @@ class SignResource:
             request_type = job.type
             if not policy.allows_operation(request_type):
                 raise Forbidden(f"policy {policy.name!r} may not request {request_type}")
-            if job.block_slot is not None:
-                db_started = time.perf_counter()
-                signer.slashing.check_and_record_block(key.pubkey, job.block_slot, job.signing_root)
-                signer.metrics.slashing_db_duration.observe(time.perf_counter() - db_started)
-            elif job.attestation_epochs is not None:
-                source, target = job.attestation_epochs
-                db_started = time.perf_counter()
-                signer.slashing.check_and_record_attestation(
-                    key.pubkey, source, target, job.signing_root
-                )
+            db_started = time.perf_counter()
+            if protect(signer.slashing, key.pubkey, job, record=True):
                 signer.metrics.slashing_db_duration.observe(time.perf_counter() - db_started)
             signature = signer.bls.sign(key.secret, job.signing_root)
         except ChamberError as error:
             outcome = _outcome(error)
             signer.metrics.record_signing(request_type, outcome, time.perf_counter() - started)
             if outcome == "refused":
-                signer.metrics.slashing_rejections.labels(request_type).inc()
+                signer.metrics.slashing_rejections.labels(
+                    request_type, getattr(error, "reason", "other")
+                ).inc()
             if outcome in ("refused", "denied"):
                 audit.warning(
                     "signing %s",

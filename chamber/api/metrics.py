@@ -34,8 +34,8 @@ class Metrics:
         )
         self.slashing_rejections = Counter(
             "containment_slashing_rejections",
-            "Signing requests refused by slashing protection.",
-            ["operation"],
+            "Signing requests refused by slashing protection, by request type and reason.",
+            ["operation", "reason"],
             registry=r,
         )
         self.canary_signing = Counter(

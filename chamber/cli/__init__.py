@@ -18,13 +18,14 @@ app = cyclopts.App(
 
 
 def _register() -> None:
-    from chamber.cli import info, keys, quickstart, server
+    from chamber.cli import info, keys, quickstart, server, slashing
 
     app.command(server.server)
     app.command(quickstart.quickstart)
     app.command(info.plugins)
     app.command(info.config_app)
     app.command(keys.keys_app)
+    app.command(slashing.slashing_app)
 
 
 def main() -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+if TYPE_CHECKING:
+    from chamber.eth.requests import SigningJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +93,26 @@ class SlashingBackend(Protocol):
     def integrity_check(self) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+def protect(backend: SlashingBackend, pubkey: bytes, job: SigningJob, *, record: bool) -> bool:
+    """The one place the signing path consults slashing protection.
+
+    Returns whether the request type is slashing-relevant (a block or an attestation). With
+    ``record`` the check is recorded durably before returning; without, it is a dry run.
+    Raises ``Refused`` (412) when the request is slashable.
+    """
+    if job.block_slot is not None:
+        if record:
+            backend.check_and_record_block(pubkey, job.block_slot, job.signing_root)
+        else:
+            backend.check_block(pubkey, job.block_slot, job.signing_root)
+        return True
+    if job.attestation_epochs is not None:
+        source, target = job.attestation_epochs
+        if record:
+            backend.check_and_record_attestation(pubkey, source, target, job.signing_root)
+        else:
+            backend.check_attestation(pubkey, source, target, job.signing_root)
+        return True
+    return False
