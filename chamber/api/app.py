@@ -87,6 +87,8 @@ def create_falcon_app(signer: Signer) -> falcon.App[falcon.Request, falcon.Respo
     app.add_route("/healthcheck", HealthcheckResource(signer))
     slashing.add_routes(app, signer)
     app.add_error_handler(Exception, _unexpected_handler)
+    # Falcon registers its own HTTPError handler; ours keeps every error body one shape.
+    app.add_error_handler(falcon.HTTPError, _unexpected_handler)
     app.add_error_handler(ChamberError, _error_handler(signer))
     return app
 
