@@ -86,3 +86,20 @@ def test_concurrent_conflicting_requests_sign_exactly_one(tmp_path: Path) -> Non
     backend.close()
     assert results.count("signed") == 1
     assert results.count("refused") == 15
+
+
+def test_values_beyond_storage_are_bad_requests_not_crashes(tmp_path: Path) -> None:
+    from chamber.errors import BadRequest
+
+    backend = SQLiteSlashingBackend(tmp_path / "slashing.sqlite", GVR)
+    try:
+        with pytest.raises(BadRequest, match="slot: 9223372036854775808 is outside"):
+            backend.check_and_record_block(PUBKEY, 2**63, b"\x01" * 32)
+        with pytest.raises(BadRequest, match="target_epoch"):
+            backend.check_and_record_attestation(PUBKEY, 1, 2**64 - 1, b"\x01" * 32)
+        with pytest.raises(BadRequest, match="slot"):
+            backend.set_watermark(PUBKEY, block_slot=2**63 - 1)
+        backend.set_watermark(PUBKEY, block_slot=2**63 - 2)  # the largest storable watermark
+        assert backend.integrity_check() == []
+    finally:
+        backend.close()

@@ -17,8 +17,7 @@ from chamber.errors import BadRequest, Forbidden
 from chamber.eth.requests import prepare_signing
 from chamber.signer import Signer
 from chamber.slashing import protect
-from chamber.slashing.interchange import MAX_STORED
-from chamber.slashing.rules import Refused
+from chamber.slashing.rules import MAX_STORED, Refused
 
 audit = logging.getLogger("chamber.audit")
 

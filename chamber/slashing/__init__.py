@@ -48,8 +48,10 @@ class SlashingBackend(Protocol):
       ``keep_epochs`` before its newest and blocks more than ``keep_epochs`` epochs before its
       newest, raising floors so that the deleted history keeps protecting.
     - ``set_watermark``: after data loss, declare that the validator may have signed blocks up
-      to ``block_slot`` and attestations up to ``target_epoch`` (source up to ``source_epoch``):
-      everything at or below is refused from then on. Floors are only ever raised.
+      to ``block_slot`` and attestations up to ``target_epoch``: blocks at or below
+      ``block_slot``, attestations with target at or below ``target_epoch`` and attestations
+      with source below ``source_epoch`` are refused from then on. Floors are only ever raised.
+      Values no backend can store raise ``BadRequest`` (use ``rules.require_storable``).
     - Any other failure raises, and the caller produces no signature.
     - ``healthy()`` is cheap; ``integrity_check()`` returns problems found (empty = fine).
     """

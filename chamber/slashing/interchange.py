@@ -15,11 +15,9 @@ from typing import Any
 import orjson
 
 from chamber.errors import BadRequest
-from chamber.slashing.rules import AttestationRecord, BlockRecord
+from chamber.slashing.rules import MAX_STORED, AttestationRecord, BlockRecord
 
 FORMAT_VERSION = "5"
-#: Slots and epochs are stored as signed 64-bit integers by every backend.
-MAX_STORED = 2**63 - 1
 
 
 class ImportRejected(BadRequest):

@@ -25,7 +25,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chamber.errors import SlashingRefused
+from chamber.errors import BadRequest, SlashingRefused
+
+#: Slots and epochs are stored as signed 64-bit integers by every backend.
+MAX_STORED = 2**63 - 1
+
+
+def require_storable(field: str, value: int, *, headroom: int = 0) -> None:
+    """Refuse (400, naming ``field``) a slot or epoch no backend can store.
+
+    ``headroom`` covers values stored as ``value + headroom`` (watermarks). Real chains are
+    nowhere near 2**63 slots; such a request is a bug or an attack, never a duty.
+    """
+    if not 0 <= value <= MAX_STORED - headroom:
+        raise BadRequest(
+            f"{field}: {value} is outside the range slashing protection stores "
+            f"(0 to {MAX_STORED - headroom})",
+            field=field,
+        )
 
 
 class Reason(StrEnum):

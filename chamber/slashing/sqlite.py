@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from chamber.errors import ChamberError, ConfigError, StartupError, Unavailable
+from chamber.errors import BadRequest, ConfigError, StartupError, Unavailable
 from chamber.slashing import ImportReport, PruneReport
 from chamber.slashing.interchange import (
-    MAX_STORED,
     ValidatorHistory,
     check_network,
     export_document,
@@ -44,6 +43,7 @@ from chamber.slashing.rules import (
     attestation_fast_path,
     decide_attestation,
     decide_block,
+    require_storable,
 )
 
 log = logging.getLogger("chamber.slashing.sqlite")
@@ -115,12 +115,6 @@ class _Validator:
             _max(self.import_source_floor, self.hard_source_floor),
             _max(self.import_target_floor, self.hard_target_floor),
         )
-
-
-def _check_range(**values: int) -> None:
-    for name, value in values.items():
-        if not 0 <= value <= MAX_STORED:
-            raise ChamberError(f"{name} {value} is outside the range slashing protection stores")
 
 
 class _Job:
@@ -296,7 +290,7 @@ class SQLiteSlashingBackend:
     def _block(
         self, conn: sqlite3.Connection, pubkey: bytes, slot: int, root: bytes, record: bool
     ) -> None:
-        _check_range(slot=slot)
+        require_storable("slot", slot)
         validator = self._validator(conn, pubkey, create=record)
         existing = None
         floors = Floors()
@@ -320,7 +314,8 @@ class SQLiteSlashingBackend:
         root: bytes,
         record: bool,
     ) -> None:
-        _check_range(source_epoch=source, target_epoch=target)
+        require_storable("source_epoch", source)
+        require_storable("target_epoch", target)
         validator = self._validator(conn, pubkey, create=record)
         same = surrounding = surrounded = None
         floors = Floors()
@@ -494,7 +489,7 @@ class SQLiteSlashingBackend:
 
     def prune(self, keep_epochs: int, slots_per_epoch: int = 32) -> PruneReport:
         if keep_epochs < 0:
-            raise ChamberError("keep_epochs must not be negative")
+            raise BadRequest("keep_epochs: must not be negative", field="keep_epochs")
 
         def prune(conn: sqlite3.Connection) -> PruneReport:
             blocks_deleted = atts_deleted = 0
@@ -549,13 +544,13 @@ class SQLiteSlashingBackend:
         source_epoch: int | None = None,
         target_epoch: int | None = None,
     ) -> None:
-        for name, value in (
-            ("block_slot", block_slot),
-            ("source_epoch", source_epoch),
-            ("target_epoch", target_epoch),
+        for name, value, headroom in (
+            ("slot", block_slot, 1),
+            ("source_epoch", source_epoch, 0),
+            ("target_epoch", target_epoch, 1),
         ):
             if value is not None:
-                _check_range(**{name: value})
+                require_storable(name, value, headroom=headroom)
 
         def apply(conn: sqlite3.Connection) -> None:
             validator = self._validator(conn, pubkey, create=True)
