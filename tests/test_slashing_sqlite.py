@@ -103,3 +103,30 @@ def test_values_beyond_storage_are_bad_requests_not_crashes(tmp_path: Path) -> N
         assert backend.integrity_check() == []
     finally:
         backend.close()
+
+
+def test_file_contradicting_itself_is_rejected_even_over_an_unknown_root(tmp_path: Path) -> None:
+    from chamber.slashing.interchange import ImportRejected
+
+    def doc(blocks: list[dict[str, str]], atts: list[dict[str, str]]) -> dict[str, object]:
+        return {"metadata": {"interchange_format_version": "5",
+                             "genesis_validators_root": "0x" + GVR.hex()},
+                "data": [{"pubkey": "0x" + PUBKEY.hex(), "signed_blocks": blocks,
+                          "signed_attestations": atts}]}
+
+    backend = SQLiteSlashingBackend(tmp_path / "slashing.sqlite", GVR)
+    try:
+        backend.import_interchange(doc([{"slot": "11"}], [{"source_epoch": "1",
+                                                            "target_epoch": "2"}]))
+        before = backend.export_interchange()
+        a, b = "0x" + "0a" * 32, "0x" + "0b" * 32
+        with pytest.raises(ImportRejected, match="two different blocks at slot 11"):
+            backend.import_interchange(doc([{"slot": "11", "signing_root": a},
+                                            {"slot": "11", "signing_root": b}], []))
+        with pytest.raises(ImportRejected, match="target epoch 2"):
+            backend.import_interchange(doc([], [
+                {"source_epoch": "1", "target_epoch": "2", "signing_root": a},
+                {"source_epoch": "1", "target_epoch": "2", "signing_root": b}]))
+        assert backend.export_interchange() == before
+    finally:
+        backend.close()

@@ -17,6 +17,20 @@ import orjson
 from chamber.errors import BadRequest
 from chamber.slashing.rules import MAX_STORED, AttestationRecord, BlockRecord
 
+__all__ = [
+    "MAX_STORED",
+    "ImportRejected",
+    "Interchange",
+    "MergeResult",
+    "ValidatorHistory",
+    "check_network",
+    "export_document",
+    "find_surround",
+    "group_by_validator",
+    "merge_history",
+    "parse_interchange",
+]
+
 FORMAT_VERSION = "5"
 
 
@@ -193,6 +207,27 @@ class MergeResult:
         return bool(self.blocks or self.attestations)
 
 
+def _merged_block(who: str, a: BlockRecord, b: BlockRecord) -> BlockRecord:
+    ok, root = _merge_roots(a.signing_root, b.signing_root)
+    if not ok:
+        raise ImportRejected(
+            f"validator {who}: two different blocks at slot {b.slot} (signing roots "
+            f"{_hex_or_unknown(a.signing_root)} and {_hex_or_unknown(b.signing_root)}): "
+            "slashable, nothing was imported"
+        )
+    return BlockRecord(b.slot, root)
+
+
+def _merged_attestation(who: str, a: AttestationRecord, b: AttestationRecord) -> AttestationRecord:
+    ok, root = _merge_roots(a.signing_root, b.signing_root)
+    if not ok or a.source != b.source:
+        raise ImportRejected(
+            f"validator {who}: two different attestations with target epoch {b.target} "
+            f"(sources {a.source} and {b.source}): a double vote, nothing was imported"
+        )
+    return AttestationRecord(b.source, b.target, root)
+
+
 def _hex_or_unknown(root: bytes | None) -> str:
     return "unknown" if root is None else "0x" + root.hex()
 
@@ -210,39 +245,37 @@ def merge_history(
     who = _describe(imported.pubkey)
     result = MergeResult(imported.pubkey)
 
+    # First the file against itself, then against the database: merging one by one against a
+    # stored unknown root would hide two different roots inside the file.
+    file_blocks: dict[int, BlockRecord] = {}
+    for block in imported.blocks:
+        seen = file_blocks.get(block.slot)
+        if seen is not None:
+            block = _merged_block(who, seen, block)
+        file_blocks[block.slot] = block
+    file_atts: dict[int, AttestationRecord] = {}
+    for att in imported.attestations:
+        seen_att = file_atts.get(att.target)
+        if seen_att is not None:
+            att = _merged_attestation(who, seen_att, att)
+        file_atts[att.target] = att
+
     stored_blocks = {b.slot: b for b in existing_blocks}
     new_blocks: dict[int, BlockRecord] = {}
-    for block in imported.blocks:
-        current = new_blocks.get(block.slot) or stored_blocks.get(block.slot)
-        if current is None:
-            new_blocks[block.slot] = block
-            continue
-        ok, root = _merge_roots(current.signing_root, block.signing_root)
-        if not ok:
-            raise ImportRejected(
-                f"validator {who}: two different blocks at slot {block.slot} "
-                f"(signing roots {_hex_or_unknown(current.signing_root)} and "
-                f"{_hex_or_unknown(block.signing_root)}): slashable, nothing was imported"
-            )
-        if root != current.signing_root:
-            new_blocks[block.slot] = BlockRecord(block.slot, root)
+    for slot, block in file_blocks.items():
+        current = stored_blocks.get(slot)
+        merged = block if current is None else _merged_block(who, current, block)
+        if current is None or merged.signing_root != current.signing_root:
+            new_blocks[slot] = merged
     result.blocks = sorted(new_blocks.values(), key=lambda b: b.slot)
 
     stored_atts = {a.target: a for a in existing_attestations}
     new_atts: dict[int, AttestationRecord] = {}
-    for att in imported.attestations:
-        known = new_atts.get(att.target) or stored_atts.get(att.target)
-        if known is None:
-            new_atts[att.target] = att
-            continue
-        ok, root = _merge_roots(known.signing_root, att.signing_root)
-        if not ok or known.source != att.source:
-            raise ImportRejected(
-                f"validator {who}: two different attestations with target epoch {att.target} "
-                f"(sources {known.source} and {att.source}): a double vote, nothing was imported"
-            )
-        if root != known.signing_root:
-            new_atts[att.target] = AttestationRecord(att.source, att.target, root)
+    for target, att in file_atts.items():
+        known = stored_atts.get(target)
+        merged_att = att if known is None else _merged_attestation(who, known, att)
+        if known is None or merged_att.signing_root != known.signing_root:
+            new_atts[target] = merged_att
     result.attestations = sorted(new_atts.values(), key=lambda a: a.target)
 
     combined = {**stored_atts, **new_atts}

@@ -1,0 +1,19 @@
+"""pluggy entry point of the chamber-dynamodb distribution (group ``containment_chamber``).
+
+Providers are imported lazily, so that installing the plugin costs nothing (no boto3 import)
+unless the configuration selects one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from chamber.hookspecs import hookimpl
+from chamber.slashing import SlashingBackend
+
+
+@hookimpl
+def chamber_slashing_backends() -> Mapping[str, type[SlashingBackend]]:
+    from chamber_dynamodb.slashing import DynamoDBSlashingBackend
+
+    return {"dynamodb": DynamoDBSlashingBackend}
