@@ -78,8 +78,13 @@ def block_signing_root(slot: int, proposer: int, parent: bytes, state: bytes, bo
 
 
 def attestation_signing_root(
-    slot: int, index: int, block_root: bytes, source: int, source_root: bytes,
-    target: int, target_root: bytes,
+    slot: int,
+    index: int,
+    block_root: bytes,
+    source: int,
+    source_root: bytes,
+    target: int,
+    target_root: bytes,
 ) -> bytes:
     source_cp = sha256(_u64(source) + source_root).digest()
     target_cp = sha256(_u64(target) + target_root).digest()
@@ -188,8 +193,13 @@ class Conn:
         "status",
     )
 
-    def __init__(self, address: tuple[str, int], keys: list[KeyState], pattern: list[int],
-                 selector: selectors.BaseSelector) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        keys: list[KeyState],
+        pattern: list[int],
+        selector: selectors.BaseSelector,
+    ) -> None:
         self.address = address
         self.keys = keys
         self.pattern = pattern
@@ -322,8 +332,9 @@ class LoadResult:
 
 
 class LoadGenerator:
-    def __init__(self, address: tuple[str, int], keys: list[KeyState], clients: int,
-                 pattern: list[int]) -> None:
+    def __init__(
+        self, address: tuple[str, int], keys: list[KeyState], clients: int, pattern: list[int]
+    ) -> None:
         if len(keys) < clients:
             raise ValueError("need at least one key per client")
         self.selector = selectors.DefaultSelector()
@@ -333,9 +344,14 @@ class LoadGenerator:
             Conn(address, keys[i::clients], pattern, self.selector) for i in range(clients)
         ]
 
-    def run(self, warmup: float, duration: float,
-            on_window: Callable[[str], None] = lambda phase: None,
-            samples_per_type: int = 3, drain_timeout: float = 30.0) -> LoadResult:
+    def run(
+        self,
+        warmup: float,
+        duration: float,
+        on_window: Callable[[str], None] = lambda phase: None,
+        samples_per_type: int = 3,
+        drain_timeout: float = 30.0,
+    ) -> LoadResult:
         """Drive load for ``warmup + duration`` seconds, then wait for answers in flight.
 
         ``on_window("start")`` / ``on_window("end")`` are called as the measured window opens and

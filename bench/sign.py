@@ -280,10 +280,17 @@ def machine_info() -> dict[str, Any]:
             versions[dist] = importlib.metadata.version(dist)
     commit = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-            text=True, timeout=5, check=False,
-        ).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout.strip()
+            or None
+        )
     return {
         "cpu_model": model,
         "cpu_count": os.cpu_count(),
@@ -453,29 +460,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slashing", default="noop", help="anti_slashing.backend")
     p.add_argument("--slashing-url", default=None, help="anti_slashing.url (e.g. postgres)")
     p.add_argument("--bls-backend", default="auto", help="bls.backend")
-    p.add_argument("--max-concurrent-requests", type=int, default=None,
-                   help="server.max_concurrent_requests (default: the server's)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="server.threads, waitress worker threads (default: the server's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="any other setting, value parsed as YAML (repeatable), "
-                        "e.g. --set anti_slashing.path=/tmp/s.db")
-    p.add_argument("--raw-seconds", type=float, default=3.0,
-                   help="seconds for each raw BLS sign-rate measurement")
-    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                   help="first wait up to this long for the machine to be idle (<10%% busy)")
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=None,
+        help="server.max_concurrent_requests (default: the server's)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="server.threads, waitress worker threads (default: the server's)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="any other setting, value parsed as YAML (repeatable), "
+        "e.g. --set anti_slashing.path=/tmp/s.db",
+    )
+    p.add_argument(
+        "--raw-seconds",
+        type=float,
+        default=3.0,
+        help="seconds for each raw BLS sign-rate measurement",
+    )
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to this long for the machine to be idle (<10%% busy)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (keys, config, log)")
-    p.add_argument("--py-spy", type=Path, default=None, metavar="OUT",
-                   help="record the server with py-spy during the measured window "
-                        "(speedscope JSON if OUT ends in .json, collapsed stacks if .txt, "
-                        "else a flame graph SVG)")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="record the server with py-spy during the measured window "
+        "(speedscope JSON if OUT ends in .json, collapsed stacks if .txt, "
+        "else a flame graph SVG)",
+    )
     args = p.parse_args(argv)
     if args.clients < 1 or args.duration <= 0 or args.warmup < 0:
         p.error("--clients must be >= 1, --duration > 0, --warmup >= 0")
     if args.keys < args.clients:
-        p.error("--keys must be >= --clients: each key is driven by one connection so that its "
-                "slots and epochs reach the server in rising order")
+        p.error(
+            "--keys must be >= --clients: each key is driven by one connection so that its "
+            "slots and epochs reach the server in rising order"
+        )
     try:
         weights = [int(w) for w in args.mix.split(":")]
     except ValueError:
@@ -543,8 +579,11 @@ def run(args: argparse.Namespace) -> int:
         def on_window(phase: str) -> None:
             nonlocal spy
             snapshots[phase] = (
-                time.perf_counter(), running_server.cpu_seconds(), time.process_time(),
-                machine_busy(), running_server.threads(),
+                time.perf_counter(),
+                running_server.cpu_seconds(),
+                time.process_time(),
+                machine_busy(),
+                running_server.threads(),
             )
             if phase == "start" and args.py_spy is not None:
                 try:
@@ -688,9 +727,23 @@ def start_py_spy(out: Path, pid: int, duration: float) -> subprocess.Popen[bytes
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     fmt_name = {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph")
     return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(duration))),
-         "--rate", "200", "--nonblocking", "--format", fmt_name, "-o", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, int(duration))),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--format",
+            fmt_name,
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 

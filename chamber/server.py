@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import signal
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import waitress
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer
+from waitress.task import ThreadedTaskDispatcher
 
 from chamber.api.app import Gate, create_app
 from chamber.api.slashing import MAX_INTERCHANGE_BYTES
@@ -27,22 +27,42 @@ from chamber.signer import Signer
 
 log = logging.getLogger("chamber.server")
 
-_QUEUE_DEPTH = re.compile(r"Task queue depth is (\d+)")
 
+class AdmissionDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]
+    """Waitress's worker pool with admission control at arrival.
 
-class _QueueDepthToMetric(logging.Filter):
-    """Turn waitress's 'Task queue depth is N' warnings into a gauge instead of log noise."""
+    A request is admitted when fewer than ``limit`` requests are running or queued; otherwise it
+    is marked overloaded and handed to a separate one-thread pool, whose only job is to answer
+    503 quickly (the gate sees the mark), so a refusal never waits behind slow work. Admission is
+    decided in arrival order, and the queue of admitted requests holds at most ``limit``.
 
-    def __init__(self, signer: Signer) -> None:
+    Few worker threads (not one per allowed request) is deliberate: every extra thread costs GIL
+    hand-offs on the hot path (measured: 4 threads signed ~25% more per second than 68).
+    """
+
+    def __init__(self, limit: int, threads: int) -> None:
         super().__init__()
-        self.gauge = signer.metrics.server_queue_depth
+        self.limit = limit
+        self.set_thread_count(threads)
+        self.refusals = ThreadedTaskDispatcher()
+        self.refusals.set_thread_count(1)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        match = _QUEUE_DEPTH.search(record.getMessage())
-        if match:
-            self.gauge.set(int(match.group(1)))
-            return False
-        return True
+    def add_task(self, task: Any) -> None:
+        with self.lock:
+            in_system = len(self.queue) + self.active_count
+        overloaded = in_system >= self.limit
+        task.chamber_overloaded = overloaded
+        if overloaded:
+            self.refusals.add_task(task)
+        else:
+            super().add_task(task)
+
+    def depth(self) -> int:
+        return len(self.queue)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        self.refusals.shutdown(cancel_pending, timeout)
+        return bool(super().shutdown(cancel_pending, timeout))
 
 
 class SignerServer:
@@ -50,9 +70,13 @@ class SignerServer:
         self.signer = signer
         self.gate: Gate = create_app(signer)
         cfg = signer.settings.server
-        logging.getLogger("waitress.queue").addFilter(_QueueDepthToMetric(signer))
+        # Queueing is expected and measured (a gauge), not worth a warning per request.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        self.dispatcher = AdmissionDispatcher(cfg.max_concurrent_requests, cfg.worker_threads)
+        signer.metrics.server_queue_depth.set_function(self.dispatcher.depth)
         self.server: BaseWSGIServer | MultiSocketServer = waitress.create_server(
             self.gate,
+            _dispatcher=self.dispatcher,
             host=cfg.listen_address,
             port=cfg.listen_port,
             threads=cfg.worker_threads,
@@ -60,7 +84,7 @@ class SignerServer:
             # message (signing requests above server.max_body_bytes).
             max_request_body_size=max(cfg.max_body_bytes * 2, MAX_INTERCHANGE_BYTES),
             channel_timeout=cfg.channel_timeout_seconds,
-            connection_limit=max(100, cfg.worker_threads * 4),
+            connection_limit=max(100, cfg.max_concurrent_requests * 2),
             ident="containment-chamber",
             clear_untrusted_proxy_headers=True,
         )

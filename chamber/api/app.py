@@ -1,9 +1,10 @@
 """The WSGI application: a back-pressure gate in front of the Falcon app.
 
 The gate is plain WSGI (cheaper than Falcon middleware on the hot path). It gives every request an
-id, refuses work beyond ``server.max_concurrent_requests`` with 503 + ``Retry-After`` instead of
-queueing it, refuses new work while draining for shutdown, and counts what is in flight so that
-SIGTERM can wait for it. ``/upcheck`` and ``/healthcheck`` skip the gate: probes must answer when
+id, answers 503 + ``Retry-After`` for requests the server's admission control marked overloaded
+(more than ``server.max_concurrent_requests`` running or queued) instead of letting them wait,
+refuses new work while draining for shutdown, and counts what is in flight so that SIGTERM can
+wait for it. ``/upcheck`` and ``/healthcheck`` skip the gate: probes must answer when
 the signer is saturated.
 """
 
@@ -94,7 +95,11 @@ def create_falcon_app(signer: Signer) -> falcon.App[falcon.Request, falcon.Respo
 
 
 class Gate:
-    """WSGI wrapper: request ids, bounded concurrency, draining."""
+    """WSGI wrapper: request ids, refusal of overloaded requests, draining, in-flight count.
+
+    Admission itself is decided when waitress queues the request (see
+    ``chamber.server.AdmissionDispatcher``); the gate answers 503 for requests marked overloaded.
+    """
 
     def __init__(self, app: WsgiApp, signer: Signer) -> None:
         self.app = app
@@ -141,10 +146,14 @@ class Gate:
         try:
             if environ.get("PATH_INFO") in EXEMPT_PATHS:
                 return self.app(environ, start)
+            disconnected = environ.get("waitress.client_disconnected")
+            overloaded = getattr(
+                getattr(disconnected, "__self__", None), "chamber_overloaded", False
+            )
             with self._lock:
                 if self.draining:
                     refuse = "draining"
-                elif self._inflight >= self.limit:
+                elif overloaded:
                     refuse = "overloaded"
                 else:
                     refuse = ""
