@@ -155,7 +155,7 @@ def _bad_documents() -> list[tuple[str, bytes, str]]:
             {"source_epoch": "2", "target_epoch": "9"}]}]), "surrounds"),
         ("double block", doc(good_meta, [{"pubkey": pubkey, "signed_blocks": [
             {"slot": "7", "signing_root": "0x" + "01" * 32},
-            {"slot": "7", "signing_root": "0x" + "02" * 32}]}]), "two different blocks at slot 7"),
+            {"slot": "7", "signing_root": "0x" + "02" * 32}]}]), "different blocks at slot 7"),
     ]
 
 

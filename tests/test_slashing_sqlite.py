@@ -120,13 +120,38 @@ def test_file_contradicting_itself_is_rejected_even_over_an_unknown_root(tmp_pat
                                                             "target_epoch": "2"}]))
         before = backend.export_interchange()
         a, b = "0x" + "0a" * 32, "0x" + "0b" * 32
-        with pytest.raises(ImportRejected, match="two different blocks at slot 11"):
+        with pytest.raises(ImportRejected, match="different blocks at slot 11"):
             backend.import_interchange(doc([{"slot": "11", "signing_root": a},
                                             {"slot": "11", "signing_root": b}], []))
         with pytest.raises(ImportRejected, match="target epoch 2"):
             backend.import_interchange(doc([], [
                 {"source_epoch": "1", "target_epoch": "2", "signing_root": a},
                 {"source_epoch": "1", "target_epoch": "2", "signing_root": b}]))
+        assert backend.export_interchange() == before
+    finally:
+        backend.close()
+
+
+def test_unknown_root_in_a_file_never_hides_two_known_roots(tmp_path: Path) -> None:
+    from chamber.slashing.interchange import ImportRejected
+
+    a, b = "0x" + "0a" * 32, "0x" + "0b" * 32
+    header = {"interchange_format_version": "5", "genesis_validators_root": "0x" + GVR.hex()}
+    backend = SQLiteSlashingBackend(tmp_path / "slashing.sqlite", GVR)
+    try:
+        backend.check_and_record_block(PUBKEY, 0, bytes.fromhex(a[2:]))
+        before = backend.export_interchange()
+        for blocks in ([{"slot": "0"}, {"slot": "0", "signing_root": b}],
+                       [{"slot": "0", "signing_root": b}, {"slot": "0"}]):
+            with pytest.raises(ImportRejected, match="different blocks at slot 0"):
+                backend.import_interchange({"metadata": header, "data": [
+                    {"pubkey": "0x" + PUBKEY.hex(), "signed_blocks": blocks}]})
+        with pytest.raises(ImportRejected, match="target epoch 2"):
+            backend.import_interchange({"metadata": header, "data": [
+                {"pubkey": "0x" + "bb" * 48, "signed_attestations": [
+                    {"source_epoch": "1", "target_epoch": "2", "signing_root": a},
+                    {"source_epoch": "1", "target_epoch": "2"},
+                    {"source_epoch": "1", "target_epoch": "2", "signing_root": b}]}]})
         assert backend.export_interchange() == before
     finally:
         backend.close()

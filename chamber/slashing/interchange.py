@@ -183,13 +183,6 @@ def group_by_validator(interchange: Interchange) -> dict[bytes, ValidatorHistory
 # ------------------------------------------------------------------------------- merging
 
 
-def _merge_roots(a: bytes | None, b: bytes | None) -> tuple[bool, bytes | None]:
-    """(compatible, merged root). Unknown roots merge to unknown: the safer record."""
-    if a is not None and b is not None:
-        return a == b, a
-    return True, None
-
-
 @dataclass
 class MergeResult:
     """What an import writes for one validator. Records are full replacements by slot/target."""
@@ -207,25 +200,15 @@ class MergeResult:
         return bool(self.blocks or self.attestations)
 
 
-def _merged_block(who: str, a: BlockRecord, b: BlockRecord) -> BlockRecord:
-    ok, root = _merge_roots(a.signing_root, b.signing_root)
-    if not ok:
-        raise ImportRejected(
-            f"validator {who}: two different blocks at slot {b.slot} (signing roots "
-            f"{_hex_or_unknown(a.signing_root)} and {_hex_or_unknown(b.signing_root)}): "
-            "slashable, nothing was imported"
-        )
-    return BlockRecord(b.slot, root)
-
-
-def _merged_attestation(who: str, a: AttestationRecord, b: AttestationRecord) -> AttestationRecord:
-    ok, root = _merge_roots(a.signing_root, b.signing_root)
-    if not ok or a.source != b.source:
-        raise ImportRejected(
-            f"validator {who}: two different attestations with target epoch {b.target} "
-            f"(sources {a.source} and {b.source}): a double vote, nothing was imported"
-        )
-    return AttestationRecord(b.source, b.target, root)
+def _single_root(records: Sequence[BlockRecord | AttestationRecord]) -> tuple[bool, bytes | None]:
+    """(consistent, merged root) of the records for one slot / target: inconsistent when two
+    known roots differ; the merged root is ``None`` if any root is unknown."""
+    known = {r.signing_root for r in records if r.signing_root is not None}
+    if len(known) > 1:
+        return False, None
+    if any(r.signing_root is None for r in records):
+        return True, None
+    return True, known.pop()
 
 
 def _hex_or_unknown(root: bytes | None) -> str:
@@ -245,37 +228,45 @@ def merge_history(
     who = _describe(imported.pubkey)
     result = MergeResult(imported.pubkey)
 
-    # First the file against itself, then against the database: merging one by one against a
-    # stored unknown root would hide two different roots inside the file.
-    file_blocks: dict[int, BlockRecord] = {}
-    for block in imported.blocks:
-        seen = file_blocks.get(block.slot)
-        if seen is not None:
-            block = _merged_block(who, seen, block)
-        file_blocks[block.slot] = block
-    file_atts: dict[int, AttestationRecord] = {}
-    for att in imported.attestations:
-        seen_att = file_atts.get(att.target)
-        if seen_att is not None:
-            att = _merged_attestation(who, seen_att, att)
-        file_atts[att.target] = att
-
+    # Every record for one slot / target, from the file and the database together: two
+    # different known roots (or sources) among them is slashable, whatever else is there. An
+    # unknown root makes the merged record unknown (the safer one) but never hides a conflict.
     stored_blocks = {b.slot: b for b in existing_blocks}
+    by_slot: dict[int, list[BlockRecord]] = {}
+    for block in imported.blocks:
+        by_slot.setdefault(block.slot, []).append(block)
     new_blocks: dict[int, BlockRecord] = {}
-    for slot, block in file_blocks.items():
+    for slot, records in by_slot.items():
         current = stored_blocks.get(slot)
-        merged = block if current is None else _merged_block(who, current, block)
-        if current is None or merged.signing_root != current.signing_root:
-            new_blocks[slot] = merged
+        everything = records if current is None else [current, *records]
+        consistent, root = _single_root(everything)
+        if not consistent:
+            roots = sorted({_hex_or_unknown(r.signing_root) for r in everything})
+            raise ImportRejected(
+                f"validator {who}: different blocks at slot {slot} (signing roots "
+                f"{', '.join(roots)}): slashable, nothing was imported"
+            )
+        if current is None or current.signing_root != root:
+            new_blocks[slot] = BlockRecord(slot, root)
     result.blocks = sorted(new_blocks.values(), key=lambda b: b.slot)
 
     stored_atts = {a.target: a for a in existing_attestations}
+    by_target: dict[int, list[AttestationRecord]] = {}
+    for att in imported.attestations:
+        by_target.setdefault(att.target, []).append(att)
     new_atts: dict[int, AttestationRecord] = {}
-    for target, att in file_atts.items():
+    for target, atts in by_target.items():
         known = stored_atts.get(target)
-        merged_att = att if known is None else _merged_attestation(who, known, att)
-        if known is None or merged_att.signing_root != known.signing_root:
-            new_atts[target] = merged_att
+        every_att = atts if known is None else [known, *atts]
+        sources = sorted({a.source for a in every_att})
+        consistent, att_root = _single_root(every_att)
+        if len(sources) > 1 or not consistent:
+            raise ImportRejected(
+                f"validator {who}: different attestations with target epoch {target} "
+                f"(sources {', '.join(map(str, sources))}): a double vote, nothing was imported"
+            )
+        if known is None or known.signing_root != att_root:
+            new_atts[target] = AttestationRecord(sources[0], target, att_root)
     result.attestations = sorted(new_atts.values(), key=lambda a: a.target)
 
     combined = {**stored_atts, **new_atts}
