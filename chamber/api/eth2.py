@@ -2,8 +2,8 @@
 
 Order of checks on the signing path: token and scope (401/403) -> key restriction (403) -> key
 loaded (404) -> body parsed and validated (400/413) -> operation restriction (403) -> network
-guard (403) -> slashing protection check-and-record (412) -> BLS sign. Metrics and event hooks
-run after the answer is decided.
+guard (403) -> slashing protection check-and-record queued -> BLS sign -> record durable (else
+412, and the signature is discarded). Metrics and event hooks run after the answer is decided.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from chamber.errors import (
 )
 from chamber.eth.requests import prepare_signing
 from chamber.signer import Signer
-from chamber.slashing import protect
+from chamber.slashing import begin_protect
 
 audit = logging.getLogger("chamber.audit")
 log = logging.getLogger("chamber.api")
@@ -85,9 +85,13 @@ class SignResource:
             if not policy.allows_operation(request_type):
                 raise Forbidden(f"policy {policy.name!r} may not request {request_type}")
             db_started = time.perf_counter()
-            if protect(signer.slashing, key.pubkey, job, record=True):
-                signer.metrics.slashing_db_duration.observe(time.perf_counter() - db_started)
+            # The record is queued before signing and must be durable before the signature
+            # leaves: with group commit the BLS work overlaps the batch's fsync.
+            durable = begin_protect(signer.slashing, key.pubkey, job)
             signature = signer.bls.sign(key.secret, job.signing_root)
+            if durable is not None:
+                durable()
+                signer.metrics.slashing_db_duration.observe(time.perf_counter() - db_started)
         except ChamberError as error:
             outcome = _outcome(error)
             signer.metrics.record_signing(request_type, outcome, time.perf_counter() - started)

@@ -8,7 +8,7 @@ backends only store and fetch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -95,6 +95,38 @@ class SlashingBackend(Protocol):
     def integrity_check(self) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+def begin_protect(
+    backend: SlashingBackend, pubkey: bytes, job: SigningJob
+) -> Callable[[], None] | None:
+    """Start the durable check-and-record of a block or attestation; None for other types.
+
+    Backends that can queue a check (``begin_block`` / ``begin_attestation``, e.g. SQLite's group
+    commit) return at once, so the caller computes the signature while the batch commits; the
+    returned callable must be called, and must return, before the signature is released. Other
+    backends check synchronously here and return a no-op.
+    """
+    if job.block_slot is not None:
+        begin = getattr(backend, "begin_block", None)
+        if begin is not None:
+            waiter: Callable[[], None] = begin(pubkey, job.block_slot, job.signing_root)
+            return waiter
+        backend.check_and_record_block(pubkey, job.block_slot, job.signing_root)
+        return _done
+    if job.attestation_epochs is not None:
+        source, target = job.attestation_epochs
+        begin = getattr(backend, "begin_attestation", None)
+        if begin is not None:
+            waiter = begin(pubkey, source, target, job.signing_root)
+            return waiter
+        backend.check_and_record_attestation(pubkey, source, target, job.signing_root)
+        return _done
+    return None
+
+
+def _done() -> None:
+    return None
 
 
 def protect(backend: SlashingBackend, pubkey: bytes, job: SigningJob, *, record: bool) -> bool:

@@ -78,6 +78,16 @@ CREATE TABLE IF NOT EXISTS attestations (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS attestations_by_source ON attestations (validator_id, source);
 """
+#: Keeps the validator's maxima in the same statement as the insert, so a signing check is one
+#: atomic statement and needs no savepoint.
+MAXIMA_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS attestations_maxima AFTER INSERT ON attestations BEGIN
+    UPDATE validators
+    SET max_source = max(coalesce(max_source, NEW.source), NEW.source),
+        max_target = max(coalesce(max_target, NEW.target), NEW.target)
+    WHERE id = NEW.validator_id;
+END
+"""
 
 _SELECT_VALIDATOR = (
     "SELECT id, import_block_floor, import_source_floor, import_target_floor, "
@@ -117,10 +127,25 @@ class _Validator:
         )
 
 
-class _Job:
-    __slots__ = ("done", "error", "fn", "result")
+@dataclass(slots=True)
+class _Cached:
+    """The writer's view of one validator: authoritative because only the writer thread of the
+    only process (flock) changes the database. Speculatively updated as checks run; dropped
+    whole when a transaction fails or a multi-statement job (import, prune, watermark) ran."""
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    id: int
+    floors: Floors
+    max_source: int | None
+    max_target: int | None
+    max_slot: int | None
+
+
+class _Job:
+    __slots__ = ("done", "error", "fn", "result", "single_statement")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], single_statement: bool) -> None:
+        #: Checks write at most one record (one statement, atomic by itself): no savepoint.
+        self.single_statement = single_statement
         self.fn = fn
         self.done = threading.Event()
         self.result: Any = None
@@ -153,7 +178,7 @@ class SQLiteSlashingBackend:
         self._cond = threading.Condition()
         self._queue: list[_Job] = []
         self._closing = False
-        self._ids: dict[bytes, int] = {}
+        self._cache: dict[bytes, _Cached] = {}
         self._writer = threading.Thread(target=self._run, name="slashing-writer", daemon=True)
         self._writer.start()
 
@@ -199,6 +224,7 @@ class SQLiteSlashingBackend:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            conn.execute(MAXIMA_TRIGGER)
             rows = dict(conn.execute("SELECT key, value FROM metadata").fetchall())
             stored = rows.get("genesis_validators_root")
             if stored is None:
@@ -226,17 +252,45 @@ class SQLiteSlashingBackend:
 
     # ------------------------------------------------------------------ group commit
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        job = _Job(fn)
+    def _enqueue(self, fn: Callable[[sqlite3.Connection], Any], single: bool) -> _Job:
+        job = _Job(fn, single)
         with self._cond:
             if self._closing:
                 raise Unavailable("slashing protection is shutting down")
             self._queue.append(job)
             self._cond.notify()
+        return job
+
+    @staticmethod
+    def _wait(job: _Job) -> Any:
         job.done.wait()
         if job.error is not None:
             raise job.error
         return job.result
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], Any], single: bool = False) -> Any:
+        return self._wait(self._enqueue(fn, single))
+
+    def begin_block(self, pubkey: bytes, slot: int, signing_root: bytes) -> Callable[[], None]:
+        """Queue a check-and-record; the returned callable waits for its durable outcome.
+
+        Lets the caller compute the signature while the batch commits; the signature may be
+        released only after the callable returned (it raises ``Refused`` like the sync call).
+        """
+        job = self._enqueue(lambda conn: self._record_block(conn, pubkey, slot, signing_root), True)
+        return lambda: self._wait(job)
+
+    def begin_attestation(
+        self, pubkey: bytes, source_epoch: int, target_epoch: int, signing_root: bytes
+    ) -> Callable[[], None]:
+        """Like :meth:`begin_block`, for an attestation."""
+        job = self._enqueue(
+            lambda conn: self._record_attestation(
+                conn, pubkey, source_epoch, target_epoch, signing_root
+            ),
+            True,
+        )
+        return lambda: self._wait(job)
 
     def _run(self) -> None:
         while True:
@@ -253,6 +307,15 @@ class SQLiteSlashingBackend:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
+                if job.single_statement:
+                    try:
+                        job.result = job.fn(conn)
+                    except sqlite3.Error:
+                        log.exception("slashing database statement failed")
+                        job.error = Unavailable("slashing protection database error; not signed")
+                    except BaseException as exc:
+                        job.error = exc
+                    continue
                 conn.execute("SAVEPOINT job")
                 try:
                     job.result = job.fn(conn)
@@ -260,12 +323,13 @@ class SQLiteSlashingBackend:
                     conn.execute("ROLLBACK TO job")
                     job.error = exc
                 conn.execute("RELEASE job")
+                self._cache.clear()  # floors or records changed in bulk
             conn.execute("COMMIT")
         except sqlite3.Error:
             log.exception("slashing database transaction failed")
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._ids.clear()  # ids assigned in the lost transaction are gone
+            self._cache.clear()  # it saw writes that are now gone
             failure = Unavailable("slashing protection database error; nothing was signed")
             for job in batch:
                 job.error = failure
@@ -287,11 +351,87 @@ class SQLiteSlashingBackend:
             return _Validator(cursor.lastrowid, *([None] * 8))
         return _Validator(*row)
 
-    def _block(
-        self, conn: sqlite3.Connection, pubkey: bytes, slot: int, root: bytes, record: bool
+    def _cached(self, conn: sqlite3.Connection, pubkey: bytes) -> _Cached:
+        """The validator's state for the writer (creating its row on first use)."""
+        cached = self._cache.get(pubkey)
+        if cached is None:
+            validator = self._validator(conn, pubkey, create=True)
+            assert validator is not None
+            max_slot = conn.execute(
+                "SELECT max(slot) FROM blocks WHERE validator_id = ?", (validator.id,)
+            ).fetchone()[0]
+            cached = _Cached(
+                validator.id, validator.floors, validator.max_source, validator.max_target, max_slot
+            )
+            self._cache[pubkey] = cached
+        return cached
+
+    def _record_block(
+        self, conn: sqlite3.Connection, pubkey: bytes, slot: int, root: bytes
     ) -> None:
+        """Writer: check and record a block (one write at most)."""
         require_storable("slot", slot)
-        validator = self._validator(conn, pubkey, create=record)
+        v = self._cached(conn, pubkey)
+        existing = None
+        if v.max_slot is not None and slot <= v.max_slot:  # else nothing can be at this slot
+            row = conn.execute(
+                "SELECT signing_root FROM blocks WHERE validator_id = ? AND slot = ?",
+                (v.id, slot),
+            ).fetchone()
+            existing = BlockRecord(slot, row[0]) if row is not None else None
+        if decide_block(slot, root, existing, v.floors):
+            conn.execute("INSERT INTO blocks VALUES (?, ?, ?)", (v.id, slot, root))
+            v.max_slot = slot if v.max_slot is None else max(v.max_slot, slot)
+
+    def _record_attestation(
+        self, conn: sqlite3.Connection, pubkey: bytes, source: int, target: int, root: bytes
+    ) -> None:
+        """Writer: check and record an attestation (one write at most; the trigger keeps the
+        maxima in the same statement)."""
+        require_storable("source_epoch", source)
+        require_storable("target_epoch", target)
+        v = self._cached(conn, pubkey)
+        same = surrounding = surrounded = None
+        if not attestation_fast_path(source, target, v.max_source, v.max_target):
+            # Off the fast path a record may exist at this target or around it. (On it, target
+            # exceeds every stored target, so neither can.)
+            same, surrounding, surrounded = self._neighbours(conn, v.id, source, target)
+        if decide_attestation(source, target, root, same, surrounding, surrounded, v.floors):
+            conn.execute(
+                "INSERT INTO attestations VALUES (?, ?, ?, ?)", (v.id, source, target, root)
+            )
+            v.max_source = source if v.max_source is None else max(v.max_source, source)
+            v.max_target = target if v.max_target is None else max(v.max_target, target)
+
+    @staticmethod
+    def _neighbours(
+        conn: sqlite3.Connection, vid: int, source: int, target: int
+    ) -> tuple[AttestationRecord | None, AttestationRecord | None, AttestationRecord | None]:
+        row = conn.execute(
+            "SELECT source, signing_root FROM attestations WHERE validator_id = ? AND target = ?",
+            (vid, target),
+        ).fetchone()
+        same = AttestationRecord(row[0], target, row[1]) if row is not None else None
+        outer = conn.execute(
+            "SELECT source, target, signing_root FROM attestations "
+            "WHERE validator_id = ? AND source < ? AND target > ? LIMIT 1",
+            (vid, source, target),
+        ).fetchone()
+        inner = conn.execute(
+            "SELECT source, target, signing_root FROM attestations "
+            "WHERE validator_id = ? AND source > ? AND target < ? LIMIT 1",
+            (vid, source, target),
+        ).fetchone()
+        return (
+            same,
+            AttestationRecord(*outer) if outer is not None else None,
+            AttestationRecord(*inner) if inner is not None else None,
+        )
+
+    def _block(self, conn: sqlite3.Connection, pubkey: bytes, slot: int, root: bytes) -> None:
+        """Dry run on the reader connection: decide from the database, record nothing."""
+        require_storable("slot", slot)
+        validator = self._validator(conn, pubkey, create=False)
         existing = None
         floors = Floors()
         if validator is not None:
@@ -301,72 +441,35 @@ class SQLiteSlashingBackend:
                 (validator.id, slot),
             ).fetchone()
             existing = BlockRecord(slot, row[0]) if row is not None else None
-        if decide_block(slot, root, existing, floors) and record:
-            assert validator is not None
-            conn.execute("INSERT INTO blocks VALUES (?, ?, ?)", (validator.id, slot, root))
+        decide_block(slot, root, existing, floors)
 
     def _attestation(
-        self,
-        conn: sqlite3.Connection,
-        pubkey: bytes,
-        source: int,
-        target: int,
-        root: bytes,
-        record: bool,
+        self, conn: sqlite3.Connection, pubkey: bytes, source: int, target: int, root: bytes
     ) -> None:
+        """Dry run on the reader connection: decide from the database, record nothing."""
         require_storable("source_epoch", source)
         require_storable("target_epoch", target)
-        validator = self._validator(conn, pubkey, create=record)
+        validator = self._validator(conn, pubkey, create=False)
         same = surrounding = surrounded = None
         floors = Floors()
         if validator is not None:
             floors = validator.floors
-            vid = validator.id
-            row = conn.execute(
-                "SELECT source, signing_root FROM attestations "
-                "WHERE validator_id = ? AND target = ?",
-                (vid, target),
-            ).fetchone()
-            same = AttestationRecord(row[0], target, row[1]) if row is not None else None
-            if not attestation_fast_path(
-                source, target, validator.max_source, validator.max_target
-            ):
-                outer = conn.execute(
-                    "SELECT source, target, signing_root FROM attestations "
-                    "WHERE validator_id = ? AND source < ? AND target > ? LIMIT 1",
-                    (vid, source, target),
-                ).fetchone()
-                inner = conn.execute(
-                    "SELECT source, target, signing_root FROM attestations "
-                    "WHERE validator_id = ? AND source > ? AND target < ? LIMIT 1",
-                    (vid, source, target),
-                ).fetchone()
-                surrounding = AttestationRecord(*outer) if outer is not None else None
-                surrounded = AttestationRecord(*inner) if inner is not None else None
-        new = decide_attestation(source, target, root, same, surrounding, surrounded, floors)
-        if new and record:
-            assert validator is not None
-            conn.execute(
-                "INSERT INTO attestations VALUES (?, ?, ?, ?)", (validator.id, source, target, root)
-            )
-            conn.execute(
-                "UPDATE validators SET max_source = max(coalesce(max_source, ?), ?), "
-                "max_target = max(coalesce(max_target, ?), ?) WHERE id = ?",
-                (source, source, target, target, validator.id),
-            )
+            same, surrounding, surrounded = self._neighbours(conn, validator.id, source, target)
+        decide_attestation(source, target, root, same, surrounding, surrounded, floors)
 
     # ------------------------------------------------------------------ signing path
 
     def check_and_record_block(self, pubkey: bytes, slot: int, signing_root: bytes) -> None:
-        self._submit(lambda conn: self._block(conn, pubkey, slot, signing_root, True))
+        self._submit(lambda conn: self._record_block(conn, pubkey, slot, signing_root), single=True)
 
     def check_and_record_attestation(
         self, pubkey: bytes, source_epoch: int, target_epoch: int, signing_root: bytes
     ) -> None:
         self._submit(
-            lambda conn: self._attestation(
-                conn, pubkey, source_epoch, target_epoch, signing_root, True
-            )
+            lambda conn: self._record_attestation(
+                conn, pubkey, source_epoch, target_epoch, signing_root
+            ),
+            single=True,
         )
 
     def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -379,15 +482,13 @@ class SQLiteSlashingBackend:
                 conn.execute("COMMIT")
 
     def check_block(self, pubkey: bytes, slot: int, signing_root: bytes) -> None:
-        self._read(lambda conn: self._block(conn, pubkey, slot, signing_root, False))
+        self._read(lambda conn: self._block(conn, pubkey, slot, signing_root))
 
     def check_attestation(
         self, pubkey: bytes, source_epoch: int, target_epoch: int, signing_root: bytes
     ) -> None:
         self._read(
-            lambda conn: self._attestation(
-                conn, pubkey, source_epoch, target_epoch, signing_root, False
-            )
+            lambda conn: self._attestation(conn, pubkey, source_epoch, target_epoch, signing_root)
         )
 
     # ------------------------------------------------------------------ interchange
