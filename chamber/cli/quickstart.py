@@ -67,8 +67,10 @@ def _create(directory: Path, port: int) -> None:
         "logging": {"level": "INFO", "format": "text"},
         "network": "mainnet",
         "key_sources": {"filesystem": {"paths": [str(keys.resolve())]}},
-        # Slashing protection arrives with the SQLite backend; until then the demo runs without.
-        "anti_slashing": {"backend": "noop"},
+        "anti_slashing": {
+            "backend": "sqlite",
+            "path": str(directory / "slashing_protection.sqlite"),
+        },
         "auth_policies": {
             "quickstart": {
                 "token": "env:CC_QUICKSTART_TOKEN",
