@@ -64,6 +64,26 @@ class Refused(SlashingRefused):
         self.reason = reason
 
 
+def watermark_floors(
+    block_slot: int | None, source_epoch: int | None, target_epoch: int | None
+) -> Floors:
+    """The hard floors that ``set_watermark`` raises to: blocks at or below ``block_slot`` and
+    attestations with target at or below ``target_epoch`` or source below ``source_epoch``
+    are refused. Validates the values (400 naming the field) for every backend."""
+    for name, value, headroom in (
+        ("slot", block_slot, 1),
+        ("source_epoch", source_epoch, 0),
+        ("target_epoch", target_epoch, 1),
+    ):
+        if value is not None:
+            require_storable(name, value, headroom=headroom)
+    return Floors(
+        None if block_slot is None else block_slot + 1,
+        source_epoch,
+        None if target_epoch is None else target_epoch + 1,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BlockRecord:
     slot: int

@@ -44,6 +44,7 @@ from chamber.slashing.rules import (
     decide_attestation,
     decide_block,
     require_storable,
+    watermark_floors,
 )
 
 log = logging.getLogger("chamber.slashing.sqlite")
@@ -645,13 +646,7 @@ class SQLiteSlashingBackend:
         source_epoch: int | None = None,
         target_epoch: int | None = None,
     ) -> None:
-        for name, value, headroom in (
-            ("slot", block_slot, 1),
-            ("source_epoch", source_epoch, 0),
-            ("target_epoch", target_epoch, 1),
-        ):
-            if value is not None:
-                require_storable(name, value, headroom=headroom)
+        floors = watermark_floors(block_slot, source_epoch, target_epoch)
 
         def apply(conn: sqlite3.Connection) -> None:
             validator = self._validator(conn, pubkey, create=True)
@@ -660,14 +655,9 @@ class SQLiteSlashingBackend:
                 "UPDATE validators SET hard_block_floor = ?, hard_source_floor = ?, "
                 "hard_target_floor = ? WHERE id = ?",
                 (
-                    _max(
-                        validator.hard_block_floor, None if block_slot is None else block_slot + 1
-                    ),
-                    _max(validator.hard_source_floor, source_epoch),
-                    _max(
-                        validator.hard_target_floor,
-                        None if target_epoch is None else target_epoch + 1,
-                    ),
+                    _max(validator.hard_block_floor, floors.block_floor),
+                    _max(validator.hard_source_floor, floors.source_floor),
+                    _max(validator.hard_target_floor, floors.target_floor),
                     validator.id,
                 ),
             )

@@ -78,6 +78,7 @@ from chamber.slashing.rules import (
     decide_attestation,
     decide_block,
     require_storable,
+    watermark_floors,
 )
 from chamber_dynamodb.client import (
     AWS_ERRORS,
@@ -891,25 +892,15 @@ class DynamoDBSlashingBackend:
         source_epoch: int | None = None,
         target_epoch: int | None = None,
     ) -> None:
-        for name, value, headroom in (
-            ("slot", block_slot, 1),
-            ("source_epoch", source_epoch, 0),
-            ("target_epoch", target_epoch, 1),
-        ):
-            if value is not None:
-                require_storable(name, value, headroom=headroom)
+        floors = watermark_floors(block_slot, source_epoch, target_epoch)
         pk = _pk(pubkey)
         for attempt in range(MAX_ATTEMPTS):
             wm = self._watermark(pk)
             new = replace(
                 wm,
-                hard_block_floor=_max(
-                    wm.hard_block_floor, None if block_slot is None else block_slot + 1
-                ),
-                hard_source_floor=_max(wm.hard_source_floor, source_epoch),
-                hard_target_floor=_max(
-                    wm.hard_target_floor, None if target_epoch is None else target_epoch + 1
-                ),
+                hard_block_floor=_max(wm.hard_block_floor, floors.block_floor),
+                hard_source_floor=_max(wm.hard_source_floor, floors.source_floor),
+                hard_target_floor=_max(wm.hard_target_floor, floors.target_floor),
             )
             try:
                 self._transact([self._watermark_update(pk, wm, new)])

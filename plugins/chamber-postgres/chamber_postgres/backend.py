@@ -65,6 +65,7 @@ from chamber.slashing.rules import (
     decide_attestation,
     decide_block,
     require_storable,
+    watermark_floors,
 )
 
 log = logging.getLogger("chamber_postgres")
@@ -922,19 +923,12 @@ class PostgresSlashingBackend:
         source_epoch: int | None = None,
         target_epoch: int | None = None,
     ) -> None:
-        # The floors are the next allowed block slot / target: they must fit a BIGINT too.
-        for name, value, headroom in (
-            ("slot", block_slot, 1),
-            ("source_epoch", source_epoch, 0),
-            ("target_epoch", target_epoch, 1),
-        ):
-            if value is not None:
-                require_storable(name, value, headroom=headroom)
+        floors = watermark_floors(block_slot, source_epoch, target_epoch)
         params = {
             "pubkey": pubkey,
-            "block": None if block_slot is None else block_slot + 1,
-            "source": source_epoch,
-            "target": None if target_epoch is None else target_epoch + 1,
+            "block": floors.block_floor,
+            "source": floors.source_floor,
+            "target": floors.target_floor,
         }
 
         def apply(conn: Conn) -> None:
