@@ -134,7 +134,7 @@ class _Cached:
     only process (flock) changes the database. Speculatively updated as checks run; dropped
     whole when a transaction fails or a multi-statement job (import, prune, watermark) ran."""
 
-    id: int
+    id: int | None
     floors: Floors
     max_source: int | None
     max_target: int | None
@@ -353,19 +353,33 @@ class SQLiteSlashingBackend:
         return _Validator(*row)
 
     def _cached(self, conn: sqlite3.Connection, pubkey: bytes) -> _Cached:
-        """The validator's state for the writer (creating its row on first use)."""
+        """The validator's state for the writer. A validator never seen has ``id`` None: its
+        row is created only when a record is written, so a refusal leaves nothing behind."""
         cached = self._cache.get(pubkey)
         if cached is None:
-            validator = self._validator(conn, pubkey, create=True)
-            assert validator is not None
-            max_slot = conn.execute(
-                "SELECT max(slot) FROM blocks WHERE validator_id = ?", (validator.id,)
-            ).fetchone()[0]
-            cached = _Cached(
-                validator.id, validator.floors, validator.max_source, validator.max_target, max_slot
-            )
+            validator = self._validator(conn, pubkey, create=False)
+            if validator is None:
+                cached = _Cached(None, Floors(), None, None, None)
+            else:
+                max_slot = conn.execute(
+                    "SELECT max(slot) FROM blocks WHERE validator_id = ?", (validator.id,)
+                ).fetchone()[0]
+                cached = _Cached(
+                    validator.id,
+                    validator.floors,
+                    validator.max_source,
+                    validator.max_target,
+                    max_slot,
+                )
             self._cache[pubkey] = cached
         return cached
+
+    def _validator_id(self, conn: sqlite3.Connection, pubkey: bytes, cached: _Cached) -> int:
+        if cached.id is None:
+            cursor = conn.execute("INSERT INTO validators (pubkey) VALUES (?)", (pubkey,))
+            assert cursor.lastrowid is not None
+            cached.id = cursor.lastrowid
+        return cached.id
 
     def _record_block(
         self, conn: sqlite3.Connection, pubkey: bytes, slot: int, root: bytes
@@ -374,14 +388,16 @@ class SQLiteSlashingBackend:
         require_storable("slot", slot)
         v = self._cached(conn, pubkey)
         existing = None
-        if v.max_slot is not None and slot <= v.max_slot:  # else nothing can be at this slot
+        if v.id is not None and v.max_slot is not None and slot <= v.max_slot:
+            # (above the highest recorded slot nothing can be at this slot)
             row = conn.execute(
                 "SELECT signing_root FROM blocks WHERE validator_id = ? AND slot = ?",
                 (v.id, slot),
             ).fetchone()
             existing = BlockRecord(slot, row[0]) if row is not None else None
         if decide_block(slot, root, existing, v.floors):
-            conn.execute("INSERT INTO blocks VALUES (?, ?, ?)", (v.id, slot, root))
+            vid = self._validator_id(conn, pubkey, v)
+            conn.execute("INSERT INTO blocks VALUES (?, ?, ?)", (vid, slot, root))
             v.max_slot = slot if v.max_slot is None else max(v.max_slot, slot)
 
     def _record_attestation(
@@ -393,13 +409,16 @@ class SQLiteSlashingBackend:
         require_storable("target_epoch", target)
         v = self._cached(conn, pubkey)
         same = surrounding = surrounded = None
-        if not attestation_fast_path(source, target, v.max_source, v.max_target):
+        if v.id is not None and not attestation_fast_path(
+            source, target, v.max_source, v.max_target
+        ):
             # Off the fast path a record may exist at this target or around it. (On it, target
             # exceeds every stored target, so neither can.)
             same, surrounding, surrounded = self._neighbours(conn, v.id, source, target)
         if decide_attestation(source, target, root, same, surrounding, surrounded, v.floors):
+            vid = self._validator_id(conn, pubkey, v)
             conn.execute(
-                "INSERT INTO attestations VALUES (?, ?, ?, ?)", (v.id, source, target, root)
+                "INSERT INTO attestations VALUES (?, ?, ?, ?)", (vid, source, target, root)
             )
             v.max_source = source if v.max_source is None else max(v.max_source, source)
             v.max_target = target if v.max_target is None else max(v.max_target, target)
