@@ -14,7 +14,11 @@ def fork_info(gvr: str = MAINNET_GVR) -> dict[str, Any]:
 
 
 def randao(epoch: int = BASE_EPOCH, gvr: str = MAINNET_GVR) -> dict[str, Any]:
-    return {"type": "RANDAO_REVEAL", "fork_info": fork_info(gvr), "randao_reveal": {"epoch": str(epoch)}}
+    return {
+        "type": "RANDAO_REVEAL",
+        "fork_info": fork_info(gvr),
+        "randao_reveal": {"epoch": str(epoch)},
+    }
 
 
 def block_v2(slot: int = BASE_EPOCH * 32, body_root: str = "0x" + "22" * 32) -> dict[str, Any]:
@@ -34,8 +38,9 @@ def block_v2(slot: int = BASE_EPOCH * 32, body_root: str = "0x" + "22" * 32) -> 
     }
 
 
-def attestation(source: int = BASE_EPOCH - 1, target: int = BASE_EPOCH,
-                root: str = "0x" + "44" * 32) -> dict[str, Any]:
+def attestation(
+    source: int = BASE_EPOCH - 1, target: int = BASE_EPOCH, root: str = "0x" + "44" * 32
+) -> dict[str, Any]:
     return {
         "type": "ATTESTATION",
         "fork_info": fork_info(),

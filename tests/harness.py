@@ -110,7 +110,7 @@ class Client:
         path: str,
         body: bytes | dict[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-        token: str | None | bool = True,
+        token: str | bool | None = True,
     ) -> Response:
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         hdrs = {"Content-Type": "application/json", **self.extra_headers, **(headers or {})}
@@ -138,7 +138,9 @@ class InProcessSigner:
 
 @contextmanager
 def in_process_signer(
-    config: dict[str, Any], wait_keys: bool = True, extra_plugins: Mapping[str, object] | None = None
+    config: dict[str, Any],
+    wait_keys: bool = True,
+    extra_plugins: Mapping[str, object] | None = None,
 ) -> Iterator[InProcessSigner]:
     """A real waitress server in a background thread of this process."""
     from chamber.config import Settings
@@ -169,8 +171,13 @@ def in_process_signer(
 class SubprocessSigner:
     """``containment-chamber server -c CONFIG`` as a child process; its log lines are kept."""
 
-    def __init__(self, config_path: Path, env: Mapping[str, str] | None = None,
-                 args: list[str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        env: Mapping[str, str] | None = None,
+        args: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.lines: list[str] = []
         self.port: int | None = None
         self.metrics_port: int | None = None

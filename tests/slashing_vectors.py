@@ -52,7 +52,9 @@ def run_vector_file(path: Path, factory: BackendFactory) -> Outcome:
                 imported = True
             except BadRequest as error:
                 imported = False
-                assert backend.export_interchange() == before, f"{where}: refused import changed the db"
+                assert backend.export_interchange() == before, (
+                    f"{where}: refused import changed the db"
+                )
                 if step["should_succeed"] and not step["contains_slashable_data"]:
                     raise AssertionError(f"{where}: import refused: {error.message}") from None
                 if step["should_succeed"]:
@@ -63,7 +65,9 @@ def run_vector_file(path: Path, factory: BackendFactory) -> Outcome:
             for block in step["blocks"]:
                 expected = block["should_succeed_complete" if complete else "should_succeed"]
                 _attempt(
-                    where, f"block slot {block['slot']}", expected,
+                    where,
+                    f"block slot {block['slot']}",
+                    expected,
                     lambda b=block: backend.check_and_record_block(
                         _hex(b["pubkey"]), int(b["slot"]), _hex(b["signing_root"])
                     ),
@@ -72,9 +76,13 @@ def run_vector_file(path: Path, factory: BackendFactory) -> Outcome:
             for att in step["attestations"]:
                 expected = att["should_succeed_complete" if complete else "should_succeed"]
                 _attempt(
-                    where, f"attestation ({att['source_epoch']}, {att['target_epoch']})", expected,
+                    where,
+                    f"attestation ({att['source_epoch']}, {att['target_epoch']})",
+                    expected,
                     lambda a=att: backend.check_and_record_attestation(
-                        _hex(a["pubkey"]), int(a["source_epoch"]), int(a["target_epoch"]),
+                        _hex(a["pubkey"]),
+                        int(a["source_epoch"]),
+                        int(a["target_epoch"]),
                         _hex(a["signing_root"]),
                     ),
                 )

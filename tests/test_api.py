@@ -16,7 +16,6 @@ from chamber.eth.networks import get_network
 from chamber.eth.requests import prepare_signing
 from tests import bodies, slow_plugin
 from tests.harness import (
-    TOKEN,
     InProcessSigner,
     base_config,
     in_process_signer,

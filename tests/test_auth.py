@@ -18,8 +18,12 @@ KEY = "0x" + "ab" * 48
 def policies() -> dict[str, AuthPolicyConfig]:
     return {
         "vc": AuthPolicyConfig.model_validate(
-            {"token": SIGNER_TOKEN, "allowed_scopes": ["sign", "public_keys"], "keys": [KEY],
-             "operations": ["ATTESTATION"]}
+            {
+                "token": SIGNER_TOKEN,
+                "allowed_scopes": ["sign", "public_keys"],
+                "keys": [KEY],
+                "operations": ["ATTESTATION"],
+            }
         ),
         "admin": AuthPolicyConfig.model_validate(
             {"token": ADMIN_TOKEN, "allowed_scopes": ["chamber_status"]}
@@ -47,8 +51,16 @@ def test_bearer_and_basic_select_the_policy() -> None:
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer wrong-token-0123456789", "Token abc", "Basic !!!", basic("u", ""),
-     "Bearer", f"Bearer {SIGNER_TOKEN}x"],
+    [
+        None,
+        "",
+        "Bearer wrong-token-0123456789",
+        "Token abc",
+        "Basic !!!",
+        basic("u", ""),
+        "Bearer",
+        f"Bearer {SIGNER_TOKEN}x",
+    ],
 )
 def test_missing_or_bad_token_is_401(header: str | None) -> None:
     auth = Authenticator(policies(), allow_unauthenticated_signing=False)
@@ -89,5 +101,5 @@ def test_two_policies_with_one_token_is_a_config_error() -> None:
         "a": AuthPolicyConfig.model_validate({"token": SIGNER_TOKEN, "allowed_scopes": ["sign"]}),
         "b": AuthPolicyConfig.model_validate({"token": SIGNER_TOKEN, "allowed_scopes": ["sign"]}),
     }
-    with pytest.raises(ConfigError, match="auth_policies.b.token"):
+    with pytest.raises(ConfigError, match=r"auth_policies\.b\.token"):
         Authenticator(same, allow_unauthenticated_signing=False)

@@ -36,11 +36,19 @@ def test_precedence_file_then_environment_then_cli(tmp_path: Path) -> None:
         {"server": {"listen_port": 9100, "listen_address": "127.0.0.2"}, "network": "sepolia"},
     )
     s = load_settings(cfg, environ={})
-    assert (s.server.listen_port, s.server.listen_address, s.network) == (9100, "127.0.0.2", "sepolia")
+    assert (s.server.listen_port, s.server.listen_address, s.network) == (
+        9100,
+        "127.0.0.2",
+        "sepolia",
+    )
 
     env = {"CONTAINMENT_SERVER__LISTEN_PORT": "9200", "CONTAINMENT_NETWORK": "hoodi"}
     s = load_settings(cfg, environ=env)
-    assert (s.server.listen_port, s.server.listen_address, s.network) == (9200, "127.0.0.2", "hoodi")
+    assert (s.server.listen_port, s.server.listen_address, s.network) == (
+        9200,
+        "127.0.0.2",
+        "hoodi",
+    )
 
     s = load_settings(cfg, environ=env, overrides={"server.listen_port": 9300, "network": None})
     assert (s.server.listen_port, s.network) == (9300, "hoodi")
@@ -98,15 +106,33 @@ def test_unset_env_secret_names_key_and_variable(tmp_path: Path) -> None:
         ({"metrics": {"listen_port": "many"}}, "metrics.listen_port"),
         ({"network": "goerli"}, "unknown network 'goerli'"),
         ({"network": "custom"}, "custom_network"),
-        ({"auth_policies": {"vc": {"token": "short", "allowed_scopes": ["sign"]}}},
-         "auth_policies.vc.token: token must be at least 16 characters"),
-        ({"auth_policies": {"vc": {"token": TOKEN, "allowed_scopes": ["sing"]}}},
-         "auth_policies.vc.allowed_scopes: unknown scope(s) sing"),
-        ({"auth_policies": {"vc": {"token": TOKEN, "allowed_scopes": ["sign"], "keys": ["0x12"]}}},
-         "auth_policies.vc.keys"),
+        (
+            {"auth_policies": {"vc": {"token": "short", "allowed_scopes": ["sign"]}}},
+            "auth_policies.vc.token: token must be at least 16 characters",
+        ),
+        (
+            {"auth_policies": {"vc": {"token": TOKEN, "allowed_scopes": ["sing"]}}},
+            "auth_policies.vc.allowed_scopes: unknown scope(s) sing",
+        ),
+        (
+            {
+                "auth_policies": {
+                    "vc": {"token": TOKEN, "allowed_scopes": ["sign"], "keys": ["0x12"]}
+                }
+            },
+            "auth_policies.vc.keys",
+        ),
         ({"canary_keys": ["nope"]}, "canary_keys"),
-        ({"custom_network": {"genesis_validators_root": "0x00", "genesis_fork_version": "0x00000000"},
-          "network": "custom"}, "custom_network.genesis_validators_root: Value error, must be 32 bytes"),
+        (
+            {
+                "custom_network": {
+                    "genesis_validators_root": "0x00",
+                    "genesis_fork_version": "0x00000000",
+                },
+                "network": "custom",
+            },
+            "custom_network.genesis_validators_root: Value error, must be 32 bytes",
+        ),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path: Path, data: object, expected: str) -> None:
@@ -139,7 +165,10 @@ def test_config_check_cli_prints_effective_settings_redacted(tmp_path: Path) -> 
     env = {**os.environ, "CC_CHECK_TOKEN": TOKEN, "CONTAINMENT_SERVER__LISTEN_PORT": "9555"}
     out = subprocess.run(
         [sys.executable, "-m", "chamber", "config", "check", str(cfg)],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     shown = yaml.safe_load(out.stdout)
@@ -151,7 +180,9 @@ def test_config_check_cli_prints_effective_settings_redacted(tmp_path: Path) -> 
     bad = write(tmp_path / "bad.yaml", {"server": {"listen_prot": 1}})
     out = subprocess.run(
         [sys.executable, "-m", "chamber", "config", "check", str(bad)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 2
     assert "server.listen_prot: unknown key" in out.stderr

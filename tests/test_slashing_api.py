@@ -58,11 +58,14 @@ def export(signer: InProcessSigner) -> dict[str, Any]:
 def metric(signer: InProcessSigner, prefix: str) -> float:
     assert signer.metrics_url
     text = urllib.request.urlopen(signer.metrics_url + "/metrics").read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(prefix))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
 
 
-def test_double_vote_is_412_naming_the_record_and_resign_is_allowed(signer: InProcessSigner) -> None:
+def test_double_vote_is_412_naming_the_record_and_resign_is_allowed(
+    signer: InProcessSigner,
+) -> None:
     key = KEYS[0].pubkey_hex
     first = signer.client.sign(key, bodies.attestation(10, 11, root="0x" + "01" * 32))
     assert first.status == 200
@@ -73,8 +76,13 @@ def test_double_vote_is_412_naming_the_record_and_resign_is_allowed(signer: InPr
     assert conflict.status == 412
     assert "double vote" in conflict.json()["message"]
     assert "target epoch 11" in conflict.json()["message"]
-    assert metric(signer, 'containment_slashing_rejections_total{operation="ATTESTATION",'
-                          'reason="double_vote"}') == 1
+    assert (
+        metric(
+            signer,
+            'containment_slashing_rejections_total{operation="ATTESTATION",reason="double_vote"}',
+        )
+        == 1
+    )
 
 
 def test_surround_votes_and_double_proposals(signer: InProcessSigner) -> None:
@@ -109,15 +117,19 @@ def test_import_export_round_trip_and_scopes(signer: InProcessSigner) -> None:
     key = KEYS[0]
     document = {
         "metadata": {"interchange_format_version": "5", "genesis_validators_root": MAINNET_GVR},
-        "data": [{
-            "pubkey": key.pubkey_hex,
-            "signed_blocks": [{"slot": "100", "signing_root": "0x" + "aa" * 32}],
-            "signed_attestations": [{"source_epoch": "5", "target_epoch": "6"}],
-        }],
+        "data": [
+            {
+                "pubkey": key.pubkey_hex,
+                "signed_blocks": [{"slot": "100", "signing_root": "0x" + "aa" * 32}],
+                "signed_attestations": [{"source_epoch": "5", "target_epoch": "6"}],
+            }
+        ],
     }
     assert signer.client.request("POST", "/api/v1/slashing/import", document).status == 403
-    assert signer.client.request("POST", "/api/v1/slashing/import", document,
-                                 token=False).status == 401
+    assert (
+        signer.client.request("POST", "/api/v1/slashing/import", document, token=False).status
+        == 401
+    )
     resp = signer.client.request("POST", "/api/v1/slashing/import", document, token=ADMIN)
     assert resp.status == 200, resp.body
     assert resp.json() == {"validators": 1, "blocks_written": 1, "attestations_written": 1}
@@ -143,24 +155,60 @@ def _bad_documents() -> list[tuple[str, bytes, str]]:
 
     return [
         ("not json", b"{nope", "not valid JSON"),
-        ("wrong version", doc({**good_meta, "interchange_format_version": "4"}, []),
-         "metadata.interchange_format_version"),
-        ("wrong gvr", doc({**good_meta, "genesis_validators_root": "0x" + "00" * 32}, []),
-         "metadata.genesis_validators_root"),
-        ("missing field", doc(good_meta, [{"pubkey": pubkey, "signed_blocks": [{}]}]),
-         "data[0].signed_blocks[0].slot: required field is missing"),
+        (
+            "wrong version",
+            doc({**good_meta, "interchange_format_version": "4"}, []),
+            "metadata.interchange_format_version",
+        ),
+        (
+            "wrong gvr",
+            doc({**good_meta, "genesis_validators_root": "0x" + "00" * 32}, []),
+            "metadata.genesis_validators_root",
+        ),
+        (
+            "missing field",
+            doc(good_meta, [{"pubkey": pubkey, "signed_blocks": [{}]}]),
+            "data[0].signed_blocks[0].slot: required field is missing",
+        ),
         ("bad pubkey", doc(good_meta, [{"pubkey": "0x12"}]), "data[0].pubkey"),
-        ("slashable", doc(good_meta, [{"pubkey": pubkey, "signed_attestations": [
-            {"source_epoch": "1", "target_epoch": "10"},
-            {"source_epoch": "2", "target_epoch": "9"}]}]), "surrounds"),
-        ("double block", doc(good_meta, [{"pubkey": pubkey, "signed_blocks": [
-            {"slot": "7", "signing_root": "0x" + "01" * 32},
-            {"slot": "7", "signing_root": "0x" + "02" * 32}]}]), "different blocks at slot 7"),
+        (
+            "slashable",
+            doc(
+                good_meta,
+                [
+                    {
+                        "pubkey": pubkey,
+                        "signed_attestations": [
+                            {"source_epoch": "1", "target_epoch": "10"},
+                            {"source_epoch": "2", "target_epoch": "9"},
+                        ],
+                    }
+                ],
+            ),
+            "surrounds",
+        ),
+        (
+            "double block",
+            doc(
+                good_meta,
+                [
+                    {
+                        "pubkey": pubkey,
+                        "signed_blocks": [
+                            {"slot": "7", "signing_root": "0x" + "01" * 32},
+                            {"slot": "7", "signing_root": "0x" + "02" * 32},
+                        ],
+                    }
+                ],
+            ),
+            "different blocks at slot 7",
+        ),
     ]
 
 
-@pytest.mark.parametrize(("name", "raw", "expected"), _bad_documents(),
-                         ids=[d[0] for d in _bad_documents()])
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"), _bad_documents(), ids=[d[0] for d in _bad_documents()]
+)
 def test_bad_interchange_is_rejected_and_changes_nothing(
     signer: InProcessSigner, name: str, raw: bytes, expected: str
 ) -> None:
@@ -176,9 +224,12 @@ def test_import_conflicting_with_the_database_is_rejected(signer: InProcessSigne
     key = KEYS[1].pubkey_hex
     assert signer.client.sign(key, bodies.block_v2(slot=777)).status == 200
     before = export(signer)
-    doc = {"metadata": {"interchange_format_version": "5", "genesis_validators_root": MAINNET_GVR},
-           "data": [{"pubkey": key, "signed_blocks": [
-               {"slot": "777", "signing_root": "0x" + "05" * 32}]}]}
+    doc = {
+        "metadata": {"interchange_format_version": "5", "genesis_validators_root": MAINNET_GVR},
+        "data": [
+            {"pubkey": key, "signed_blocks": [{"slot": "777", "signing_root": "0x" + "05" * 32}]}
+        ],
+    }
     resp = signer.client.request("POST", "/api/v1/slashing/import", doc, token=ADMIN)
     assert resp.status == 400 and "slot 777" in resp.json()["message"]
     assert export(signer) == before
@@ -187,14 +238,24 @@ def test_import_conflicting_with_the_database_is_rejected(signer: InProcessSigne
 def test_healthcheck_reports_the_database(signer: InProcessSigner) -> None:
     checks = {c["id"]: c for c in signer.client.request("GET", "/healthcheck").json()["checks"]}
     assert checks["slashing_protection"] == {
-        "id": "slashing_protection", "status": "UP", "data": {"backend": "sqlite"}}
+        "id": "slashing_protection",
+        "status": "UP",
+        "data": {"backend": "sqlite"},
+    }
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str = ""
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "chamber", "slashing", *args],
-                          capture_output=True, text=True, input=stdin,
-                          env={**os.environ, **(env or {})}, check=False, timeout=120)
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chamber", "slashing", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=120,
+    )
 
 
 def test_cli_offline_and_through_the_server(tmp_path: Path) -> None:
@@ -203,9 +264,17 @@ def test_cli_offline_and_through_the_server(tmp_path: Path) -> None:
     cfg.write_text(yaml.safe_dump(config))
     key = KEYS[0].pubkey_hex
     interchange = tmp_path / "in.json"
-    interchange.write_text(json.dumps({
-        "metadata": {"interchange_format_version": "5", "genesis_validators_root": MAINNET_GVR},
-        "data": [{"pubkey": key, "signed_blocks": [{"slot": "50"}]}]}))
+    interchange.write_text(
+        json.dumps(
+            {
+                "metadata": {
+                    "interchange_format_version": "5",
+                    "genesis_validators_root": MAINNET_GVR,
+                },
+                "data": [{"pubkey": key, "signed_blocks": [{"slot": "50"}]}],
+            }
+        )
+    )
 
     out = run_cli("import", str(interchange), "-c", str(cfg))
     assert out.returncode == 0, out.stderr
@@ -228,18 +297,35 @@ def test_cli_offline_and_through_the_server(tmp_path: Path) -> None:
         remote = run_cli("export", "--signer-url", url, "--auth-token", "env:CC_ADMIN", env=env)
         assert remote.returncode == 0, remote.stderr
         entry = json.loads(remote.stdout)["data"][0]
-        assert entry == {"pubkey": key, "signed_blocks": [{"slot": "50"}],
-                         "signed_attestations": []}
-        stdin = run_cli("prune", "--keep-epochs", "10", "--signer-url", url,
-                        "--auth-token=-", stdin=ADMIN + "\n")
+        assert entry == {
+            "pubkey": key,
+            "signed_blocks": [{"slot": "50"}],
+            "signed_attestations": [],
+        }
+        stdin = run_cli(
+            "prune",
+            "--keep-epochs",
+            "10",
+            "--signer-url",
+            url,
+            "--auth-token=-",
+            stdin=ADMIN + "\n",
+        )
         assert stdin.returncode == 0, stdin.stderr
-        plaintext = run_cli("export", "--signer-url", "http://10.1.2.3:9000",
-                            "--auth-token", "env:CC_ADMIN", env=env)
+        plaintext = run_cli(
+            "export",
+            "--signer-url",
+            "http://10.1.2.3:9000",
+            "--auth-token",
+            "env:CC_ADMIN",
+            env=env,
+        )
         assert plaintext.returncode == 2 and "not loopback" in plaintext.stderr
         bad = tmp_path / "bad.json"
         bad.write_text("{}")
-        rejected = run_cli("import", str(bad), "--signer-url", url, "--auth-token",
-                           "env:CC_ADMIN", env=env)
+        rejected = run_cli(
+            "import", str(bad), "--signer-url", url, "--auth-token", "env:CC_ADMIN", env=env
+        )
         assert rejected.returncode == 1 and "metadata: required field is missing" in rejected.stderr
     finally:
         assert signer.stop() == 0
