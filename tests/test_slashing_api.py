@@ -330,3 +330,14 @@ def test_cli_offline_and_through_the_server(tmp_path: Path) -> None:
     finally:
         assert signer.stop() == 0
     assert TOKEN not in signer.output() and ADMIN not in signer.output()
+
+
+def test_database_latency_and_inflight_are_exported(signer: InProcessSigner) -> None:
+    count = "containment_slashing_db_duration_seconds_count"
+    before = metric(signer, count)
+    assert signer.client.sign(KEYS[2].pubkey_hex, bodies.block_v2(slot=123_456)).status == 200
+    assert signer.client.sign(KEYS[2].pubkey_hex, bodies.randao()).status == 200  # not recorded
+    assert metric(signer, count) == before + 1
+    assert signer.metrics_url
+    text = urllib.request.urlopen(signer.metrics_url + "/metrics").read().decode()
+    assert "\ncontainment_inflight_requests 0.0\n" in text

@@ -104,10 +104,10 @@ class Gate:
     def __init__(self, app: WsgiApp, signer: Signer) -> None:
         self.app = app
         self.metrics = signer.metrics
-        self.limit = signer.settings.server.max_concurrent_requests
-        self.retry_after = str(signer.settings.server.retry_after_seconds).encode()
+        self.retry_after = str(signer.settings.server.retry_after_seconds)
         self._lock = threading.Lock()
         self._inflight = 0
+        signer.metrics.inflight.set_function(lambda: self._inflight)
         self._idle = threading.Condition(self._lock)
         self.draining = False
         self._ids = itertools.count(1)
@@ -128,7 +128,7 @@ class Gate:
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
-            ("Retry-After", self.retry_after.decode()),
+            ("Retry-After", self.retry_after),
         ]
         if self.draining:
             headers.append(("Connection", "close"))
@@ -165,13 +165,11 @@ class Gate:
                     else "too many concurrent requests; retry shortly"
                 )
                 return self._refuse(start, refuse, message)
-            self.metrics.inflight.inc()
             try:
                 # Falcon has built the whole body by the time it returns (resp.data), so the
                 # slot is released only after the work is really done.
                 return self.app(environ, start)
             finally:
-                self.metrics.inflight.dec()
                 with self._lock:
                     self._inflight -= 1
                     if self._inflight == 0:

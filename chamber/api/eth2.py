@@ -84,14 +84,18 @@ class SignResource:
             request_type = job.type
             if not policy.allows_operation(request_type):
                 raise Forbidden(f"policy {policy.name!r} may not request {request_type}")
-            db_started = time.perf_counter()
             # The record is queued before signing and must be durable before the signature
-            # leaves: with group commit the BLS work overlaps the batch's fsync.
+            # leaves: with group commit the BLS work overlaps the batch's fsync. The metric is
+            # the time this request spent in slashing protection, signing excluded.
+            db_started = time.perf_counter()
             durable = begin_protect(signer.slashing, key.pubkey, job)
+            db_seconds = time.perf_counter() - db_started
             signature = signer.bls.sign(key.secret, job.signing_root)
             if durable is not None:
+                db_started = time.perf_counter()
                 durable()
-                signer.metrics.slashing_db_duration.observe(time.perf_counter() - db_started)
+                db_seconds += time.perf_counter() - db_started
+                signer.metrics.slashing_db_duration.observe(db_seconds)
         except ChamberError as error:
             outcome = _outcome(error)
             signer.metrics.record_signing(request_type, outcome, time.perf_counter() - started)

@@ -16,7 +16,7 @@ from chamber.api.eth2 import read_body
 from chamber.errors import BadRequest, Forbidden
 from chamber.eth.requests import prepare_signing
 from chamber.signer import Signer
-from chamber.slashing import protect
+from chamber.slashing import dry_run
 from chamber.slashing.rules import MAX_STORED, Refused
 
 audit = logging.getLogger("chamber.audit")
@@ -112,7 +112,7 @@ class CheckResource:
         job = prepare_signing(read_body(req, signer.settings.server.max_body_bytes), signer.network)
         answer: dict[str, Any] = {"type": job.type, "signing_root": "0x" + job.signing_root.hex()}
         try:
-            answer["slashing_relevant"] = protect(signer.slashing, pubkey, job, record=False)
+            answer["slashing_relevant"] = dry_run(signer.slashing, pubkey, job)
             answer["slashable"] = False
         except Refused as refusal:
             answer.update(

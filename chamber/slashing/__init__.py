@@ -129,24 +129,17 @@ def _done() -> None:
     return None
 
 
-def protect(backend: SlashingBackend, pubkey: bytes, job: SigningJob, *, record: bool) -> bool:
-    """The one place the signing path consults slashing protection.
+def dry_run(backend: SlashingBackend, pubkey: bytes, job: SigningJob) -> bool:
+    """Would signing ``job`` be refused? Records nothing.
 
-    Returns whether the request type is slashing-relevant (a block or an attestation). With
-    ``record`` the check is recorded durably before returning; without, it is a dry run.
-    Raises ``Refused`` (412) when the request is slashable.
+    Returns whether the request type is slashing-relevant (a block or an attestation); raises
+    ``Refused`` (412) when it is slashable. Signing itself goes through :func:`begin_protect`.
     """
     if job.block_slot is not None:
-        if record:
-            backend.check_and_record_block(pubkey, job.block_slot, job.signing_root)
-        else:
-            backend.check_block(pubkey, job.block_slot, job.signing_root)
+        backend.check_block(pubkey, job.block_slot, job.signing_root)
         return True
     if job.attestation_epochs is not None:
         source, target = job.attestation_epochs
-        if record:
-            backend.check_and_record_attestation(pubkey, source, target, job.signing_root)
-        else:
-            backend.check_attestation(pubkey, source, target, job.signing_root)
+        backend.check_attestation(pubkey, source, target, job.signing_root)
         return True
     return False
