@@ -62,25 +62,12 @@ def key_secret(index: int, seed: str = KEY_SEED) -> bytes:
 
 
 def select_backend(name: str) -> Any:
-    """The BLS backend object the server would pick for ``bls.backend: name``."""
+    """The BLS backend object the server picks for ``bls.backend: name``."""
     from chamber.crypto import bls
-
-    chooser = getattr(bls, "select_backend", None)
-    if chooser is not None:
-        backend = chooser(name)
-        return backend() if isinstance(backend, type) else backend
-    # Same choice as chamber.signer.build_signer, for trees without select_backend.
     from chamber.plugins import load_plugins
 
     providers = load_plugins().providers("chamber_bls_backends")
-    if name == "auto":
-        for candidate in ("blspy", "milagro", "py_ecc"):
-            if candidate in providers and providers[candidate].cls.available():
-                return providers[candidate].cls()
-        raise BenchError("no BLS backend is available")
-    if name not in providers or not providers[name].cls.available():
-        raise BenchError(f"BLS backend {name!r} is not available")
-    return providers[name].cls()
+    return bls.select_backend(name, {n: p.cls for n, p in providers.items()})
 
 
 def parse_value(text: str) -> Any:

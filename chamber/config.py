@@ -220,7 +220,8 @@ def _normalize_pubkey(item: str) -> str:
 
 
 class BlsConfig(_Section):
-    backend: Literal["auto", "blspy", "milagro", "py_ecc"] = "auto"
+    #: "auto", a built-in (blspy, milagro, py_ecc) or a plugin's backend name.
+    backend: str = "auto"
 
 
 class Settings(_Section):

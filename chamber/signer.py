@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from chamber.api.auth import Authenticator
 from chamber.api.metrics import Metrics
 from chamber.config import Settings
-from chamber.crypto.bls import BlsBackend
-from chamber.errors import ConfigError, StartupError
+from chamber.crypto.bls import BlsBackend, select_backend
+from chamber.errors import ConfigError
 from chamber.eth.networks import Network, custom_network, get_network
 from chamber.keys import KeyRegistry, KeySource
 from chamber.plugins import PluginManager
@@ -97,27 +97,10 @@ def resolve_network(settings: Settings) -> Network:
 def build_signer(settings: Settings, plugins: PluginManager) -> Signer:
     network = resolve_network(settings)
 
-    bls_name = settings.bls.backend
-    backends = plugins.providers("chamber_bls_backends")
-    if bls_name == "auto":
-        chosen = next(
-            (
-                backends[n]
-                for n in ("blspy", "milagro", "py_ecc")
-                if n in backends and backends[n].cls.available()
-            ),
-            None,
-        )
-        if chosen is None:
-            raise StartupError("no BLS backend is available: pip install blspy")
-    else:
-        chosen = plugins.provider("chamber_bls_backends", bls_name, "bls.backend")
-        if not chosen.cls.available():
-            raise StartupError(
-                f"bls.backend: {bls_name!r} is not importable on this machine; install it or "
-                "use bls.backend: auto"
-            )
-    bls: BlsBackend = chosen.cls()
+    bls = select_backend(
+        settings.bls.backend,
+        {name: p.cls for name, p in plugins.providers("chamber_bls_backends").items()},
+    )
 
     slashing_name = settings.anti_slashing.backend
     slashing_provider = plugins.provider(
@@ -155,7 +138,7 @@ def build_signer(settings: Settings, plugins: PluginManager) -> Signer:
     metrics = Metrics()
     metrics.bls_backend.labels(bls.name).set(1)
     metrics.concurrency_limit.set(settings.server.max_concurrent_requests)
-    log.info("BLS backend selected", extra={"bls_backend": bls.name, "plugin": chosen.plugin})
+    log.info("BLS backend selected", extra={"bls_backend": bls.name})
     return Signer(
         settings=settings,
         plugins=plugins,

@@ -428,3 +428,13 @@ def test_secret_key_handles_never_show_or_pickle_the_key(name: str) -> None:
         assert form not in shown.lower()
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(sk)
+
+
+def test_selection_takes_the_given_providers_and_names_the_setting() -> None:
+    class Plugged(bls.PyEccBackend):
+        name = "plugged"
+
+    chosen = bls.select_backend("plugged", {**bls.BACKENDS, "plugged": Plugged})
+    assert isinstance(chosen, Plugged)
+    with pytest.raises(StartupError, match=r"^bls\.backend: unknown BLS backend 'nope'"):
+        bls.select_backend("nope", {"plugged": Plugged})

@@ -10,6 +10,7 @@ import orjson
 import yaml
 
 from chamber.config import load_settings, redacted
+from chamber.crypto.bls import select_backend
 from chamber.errors import StartupError
 
 config_app = cyclopts.App(name="config", help="Inspect configuration.")
@@ -35,7 +36,8 @@ def plugins() -> None:
         }
         rows.append(row)
     available = [n for n, p in bls_backends.items() if p.cls.available()]
-    active = next((n for n in ("blspy", "milagro", "py_ecc") if n in available), None)
+    classes = {n: p.cls for n, p in bls_backends.items()}
+    active = select_backend("auto", classes).name if available else None
     output = {"plugins": rows, "bls_backends": {"available": available, "default": active}}
     print(orjson.dumps(output, option=orjson.OPT_INDENT_2).decode())
 

@@ -20,7 +20,7 @@ import importlib
 import secrets
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any, Final, Protocol, final, runtime_checkable
 
@@ -662,27 +662,31 @@ _PIP_PACKAGES: Final = {
 }
 
 
-def select_backend(name: str = "auto") -> BlsBackend:
-    """A new instance of backend ``name``; "auto" takes the first available, fastest first.
+def select_backend(
+    name: str = "auto", backends: Mapping[str, type[BlsBackend]] = BACKENDS
+) -> BlsBackend:
+    """A new instance of backend ``name`` from ``backends`` (the built-ins, or every plugin's);
+    "auto" takes the first available in the mapping's order, which lists the fastest first.
 
     An explicitly named backend that cannot be used is a start-up error rather than a silent
     fallback: an operator who pinned a backend wants to know it is not the one running.
     """
     if name == "auto":
-        for cls in BACKENDS.values():
+        for cls in backends.values():
             if cls.available():
                 return cls()
         raise StartupError(
-            "no BLS backend is available: install one with `pip install blspy` "
+            "bls.backend: no BLS backend is available: install one with `pip install blspy` "
             "(or `pip install milagro-bls-binding`, or `pip install py-ecc`)"
         )
-    chosen = BACKENDS.get(name)
+    chosen = backends.get(name)
     if chosen is None:
-        choices = ", ".join(["auto", *BACKENDS])
-        raise StartupError(f"unknown BLS backend {name!r}: choose one of {choices}")
+        choices = ", ".join(["auto", *backends])
+        raise StartupError(f"bls.backend: unknown BLS backend {name!r}: choose one of {choices}")
     if not chosen.available():
+        package = getattr(chosen, "pip_package", name)
         raise StartupError(
-            f"BLS backend {name!r} is not available: its library does not import; "
-            f"install it with `pip install {_PIP_PACKAGES[name]}` or use the 'auto' backend"
+            f"bls.backend: {name!r} is not available: its library does not import; "
+            f"install it with `pip install {package}` or use the 'auto' backend"
         )
     return chosen()
