@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from chamber.errors import ConfigError
+from chamber.keys import normalize_pubkey_hex
 
 ENV_PREFIX = "CONTAINMENT_"
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
@@ -212,11 +213,10 @@ class AuthPolicyConfig(_Section):
 
 
 def _normalize_pubkey(item: str) -> str:
-    text = item.strip().lower()
-    text = text if text.startswith("0x") else "0x" + text
-    if not re.fullmatch(r"0x[0-9a-f]{96}", text):
+    normalized = normalize_pubkey_hex(item)
+    if normalized is None:
         raise ValueError(f"{item!r} is not a 48-byte hex public key")
-    return text
+    return normalized
 
 
 class BlsConfig(_Section):

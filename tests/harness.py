@@ -239,6 +239,8 @@ class SubprocessSigner:
             if self.proc.poll() is None:
                 self.proc.kill()
             self._reader.join(5)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
     def output(self) -> str:
         return "\n".join(self.lines)

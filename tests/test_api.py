@@ -99,6 +99,7 @@ def test_sign_json_and_text_plain(signer: InProcessSigner) -> None:
 def test_pubkey_in_path_is_case_insensitive(signer: InProcessSigner) -> None:
     resp = signer.client.sign(KEYS[1].pubkey_hex.upper().replace("0X", "0x"), bodies.randao())
     assert resp.status == 200
+    assert signer.client.sign(KEYS[1].pubkey_hex[2:], bodies.randao()).status == 200
 
 
 @pytest.mark.parametrize(

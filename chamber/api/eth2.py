@@ -9,7 +9,6 @@ guard (403) -> slashing protection check-and-record queued -> BLS sign -> record
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -27,13 +26,12 @@ from chamber.errors import (
     Unavailable,
 )
 from chamber.eth.requests import prepare_signing
+from chamber.keys import normalize_pubkey_hex
 from chamber.signer import Signer
 from chamber.slashing import begin_protect
 
 audit = logging.getLogger("chamber.audit")
 log = logging.getLogger("chamber.api")
-
-_PUBKEY = re.compile(r"0x[0-9a-f]{96}")
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -65,10 +63,11 @@ class SignResource:
         started = time.perf_counter()
         signer = self.signer
         request_type = "unknown"
-        pubkey_hex = identifier.lower()
+        normalized = normalize_pubkey_hex(identifier)
+        pubkey_hex = normalized or identifier[:100]  # for metrics and audit only
         try:
             policy = signer.auth.require(req.get_header("Authorization"), "sign")
-            if not _PUBKEY.fullmatch(pubkey_hex):
+            if normalized is None:
                 raise BadRequest(
                     "identifier: must be a 0x-prefixed 48-byte hex BLS public key",
                     field="identifier",

@@ -6,7 +6,6 @@ watermark repair. Routes under ``/api/v1/slashing/``; scopes ``slashing_import``
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import falcon
@@ -15,13 +14,13 @@ import orjson
 from chamber.api.eth2 import read_body
 from chamber.errors import BadRequest, Forbidden
 from chamber.eth.requests import prepare_signing
+from chamber.keys import normalize_pubkey_hex
 from chamber.signer import Signer
 from chamber.slashing import dry_run
 from chamber.slashing.rules import MAX_STORED, Refused
 
 audit = logging.getLogger("chamber.audit")
 
-_PUBKEY = re.compile(r"0x[0-9a-f]{96}")
 #: Interchange files with complete history for many validators are far larger than requests.
 #: (Waitress buffers a body before the application sees it, so this also bounds what an
 #: unauthenticated client can make the server buffer.)
@@ -29,8 +28,8 @@ MAX_INTERCHANGE_BYTES = 64 * 1024 * 1024
 
 
 def _pubkey(value: str, field: str) -> bytes:
-    text = value.strip().lower()
-    if not _PUBKEY.fullmatch(text):
+    text = normalize_pubkey_hex(value)
+    if text is None:
         raise BadRequest(f"{field}: must be a 0x-prefixed 48-byte hex BLS public key", field=field)
     return bytes.fromhex(text[2:])
 

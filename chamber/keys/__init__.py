@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -12,11 +13,16 @@ import orjson
 from chamber.crypto.bls import BlsBackend, SecretKey
 from chamber.errors import KeyLoadError
 
+_PUBKEY_HEX = re.compile(r"0x[0-9a-f]{96}")
 
-def normalize_pubkey_hex(value: str) -> str:
-    """``0x``-prefixed lowercase hex, the registry's key form. No validation beyond case."""
-    value = value.strip().lower()
-    return value if value.startswith("0x") else "0x" + value
+
+def normalize_pubkey_hex(value: str) -> str | None:
+    """The registry's key form (``0x`` + 96 lowercase hex digits), or None for anything that is
+    not a 48-byte hex public key. The ``0x`` prefix and case are optional on input."""
+    text = value.strip().lower()
+    if not text.startswith("0x"):
+        text = "0x" + text
+    return text if _PUBKEY_HEX.fullmatch(text) else None
 
 
 @dataclass(frozen=True, slots=True)
