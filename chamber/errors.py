@@ -73,6 +73,29 @@ class Conflict(ChamberError):
     title = "conflict"
 
 
+class TooManyAttempts(ChamberError):
+    """Failed credential attempts for one operator (or the setup token) are being rate-limited."""
+
+    status = 429
+    title = "too many attempts"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class KmsError(ChamberError):
+    """A KMS key could not encrypt or decrypt; the message names the key id and the reason."""
+
+    status = 502
+    title = "KMS error"
+
+    def __init__(self, key_id: str, reason: str) -> None:
+        super().__init__(f"KMS key {key_id}: {reason}")
+        self.key_id = key_id
+        self.reason = reason
+
+
 class SlashingRefused(ChamberError):
     """Slashing protection refused to sign; the message names the conflicting record."""
 

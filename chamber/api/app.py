@@ -27,7 +27,7 @@ from chamber.api.eth2 import (
     SignResource,
     UpcheckResource,
 )
-from chamber.errors import ChamberError, Unauthorized, Unavailable
+from chamber.errors import ChamberError, TooManyAttempts, Unauthorized, Unavailable
 from chamber.logs import request_id
 from chamber.signer import Signer
 
@@ -46,7 +46,7 @@ def _error_handler(signer: Signer) -> Callable[..., None]:
         resp.status = error.status
         resp.content_type = falcon.MEDIA_JSON
         resp.data = orjson.dumps(error.to_json())
-        if isinstance(error, Unavailable):
+        if isinstance(error, Unavailable | TooManyAttempts):
             resp.set_header("Retry-After", str(error.retry_after))
         if isinstance(error, Unauthorized):
             resp.set_header("WWW-Authenticate", 'Bearer realm="containment-chamber"')

@@ -1,7 +1,8 @@
-"""Contracts of the vault's pluggable parts. Implementations arrive with the vault issue.
+"""Contracts of the vault's pluggable parts: KMS providers, credential types, state stores, TEE.
 
-They are declared now so that the hook specifications are complete and plugins can be written
-against stable shapes.
+Each protocol states what an implementation must guarantee. Built-in implementations
+(``local`` KMS, ``passphrase`` credential, ``sqlite`` state) register through the same hooks as
+plugins (``chamber.builtin``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from typing import Any, Protocol, Self
 class KmsProvider(Protocol):
     """Wraps and unwraps small secrets (Shamir shares) with a key held by a KMS.
 
-    Contract: ``encrypt`` / ``decrypt`` bind ``context`` (the encryption context naming the chamber
-    and the share index) so that a ciphertext cannot be replayed as another share; both may raise
-    ``chamber.errors.Unavailable`` for a transient failure (callers retry with backoff) and
-    ``chamber.errors.BadRequest`` for a key id the provider rejects ("invalid KMS key id").
-    Neither ever logs or puts plaintext in an exception.
+    Contract:
+    - ``handles(key_id)`` says whether an identifier belongs to this provider
+      (``local:NAME`` → ``local``; ``arn:aws:kms:…`` → ``aws-kms``).
+    - ``validate_key_id(key_id)`` raises :class:`chamber.errors.BadRequest` (``field="kms_key_ids"``)
+      for a malformed identifier, naming the expected form ("invalid KMS ARN: expected
+      arn:aws:kms:<region>:<account-id>:key/<key-id>"). No network call.
+    - ``encrypt`` / ``decrypt`` bind ``context`` (the encryption context naming the chamber and the
+      share index) so a ciphertext cannot be replayed as another share. They retry transient
+      failures with backoff within a bounded time and then raise :class:`chamber.errors.KmsError`
+      naming the key id and the reason (unreachable, access denied, disabled, wrong context...).
+    - Never logs or puts plaintext in an exception. Thread-safe.
     """
 
     name: str
@@ -27,6 +34,8 @@ class KmsProvider(Protocol):
 
     @classmethod
     def from_config(cls, settings: Mapping[str, Any]) -> Self: ...
+
+    def validate_key_id(self, key_id: str) -> None: ...
 
     def encrypt(self, key_id: str, plaintext: bytes, context: Mapping[str, str]) -> bytes: ...
 
@@ -38,7 +47,7 @@ class CredentialType(Protocol):
 
     Contract: ``obtain`` runs in the operator CLI and returns the secret material (never printed);
     ``validate`` runs on the server before a key is derived and raises
-    ``chamber.errors.BadRequest`` naming the requirement that failed (e.g. "passphrase too short").
+    :class:`chamber.errors.BadRequest` naming the requirement that failed ("passphrase too short").
     """
 
     name: str
@@ -51,9 +60,16 @@ class CredentialType(Protocol):
 class StateBackend(Protocol):
     """A tiny key-value store with versioned compare-and-set for the vault's records.
 
-    Contract: ``put(key, value, expected_version)`` succeeds only if the stored version equals
-    ``expected_version`` (``0`` = absent) and raises ``chamber.errors.Conflict`` otherwise, so two
-    replicas can never both initialise or both complete a rotation.
+    Contract:
+    - ``get(key)`` → ``(value, version)`` or ``None`` when absent. Versions are positive integers.
+    - ``put(key, value, expected_version)`` stores ``value`` only if the stored version equals
+      ``expected_version`` (``0`` = the key must be absent) and returns the new version; otherwise
+      it raises :class:`chamber.errors.Conflict` and changes nothing. Atomic and durable when it
+      returns: two replicas can never both initialise or both complete a rotation.
+    - ``delete(key, expected_version)`` removes the key under the same condition (Conflict
+      otherwise).
+    - ``close()`` releases connections. Errors reaching the store raise
+      :class:`chamber.errors.Unavailable` naming the store.
     """
 
     name: str
@@ -64,6 +80,10 @@ class StateBackend(Protocol):
     def get(self, key: str) -> tuple[bytes, int] | None: ...
 
     def put(self, key: str, value: bytes, expected_version: int) -> int: ...
+
+    def delete(self, key: str, expected_version: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class TeeBackend(Protocol):
