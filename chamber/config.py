@@ -219,6 +219,44 @@ def _normalize_pubkey(item: str) -> str:
     return normalized
 
 
+class SignerStateConfig(BaseModel):
+    """The vault's state store. ``backend`` picks a ``chamber_state_backends`` provider; the keys
+    other than the generic ones below are that backend's settings (``path``, ``table``, ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    backend: str = "sqlite"
+    #: How often a replica re-reads the shared state record (0 disables polling).
+    refresh_interval_seconds: float = Field(1.0, ge=0, le=3600)
+    #: Partial unseal shares expire after this long (0 disables the timeout).
+    unseal_timeout_minutes: float = Field(30, ge=0, le=7 * 24 * 60)
+
+    def backend_settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Argon2Config(_Section):
+    """Argon2id parameters for new operator credentials (each credential stores its own)."""
+
+    memory_kib: int = Field(65536, ge=8, le=4 * 1024 * 1024)
+    iterations: int = Field(3, ge=1, le=100)
+    parallelism: int = Field(4, ge=1, le=64)
+
+
+class BruteForceConfig(_Section):
+    """Growing delays after failed unseal / registration / setup-token attempts."""
+
+    free_attempts: int = Field(3, ge=0, le=1000)
+    base_delay_seconds: float = Field(1.0, ge=0, le=3600)
+    max_delay_seconds: float = Field(300.0, ge=0, le=86400)
+
+
+class VaultConfig(_Section):
+    argon2: Argon2Config = Argon2Config()
+    brute_force: BruteForceConfig = BruteForceConfig()
+    #: Longest wait between two attempts to open the KMS layer at start-up.
+    kms_retry_max_seconds: float = Field(60.0, ge=0.1, le=3600)
+
+
 class BlsConfig(_Section):
     #: "auto", a built-in (blspy, milagro, py_ecc) or a plugin's backend name.
     backend: str = "auto"
@@ -233,6 +271,11 @@ class Settings(_Section):
     bls: BlsConfig = BlsConfig()
     key_sources: KeySourcesConfig = KeySourcesConfig()
     anti_slashing: AntiSlashingConfig = AntiSlashingConfig()
+    #: The vault's state store; setting it turns the vault (seal / unseal) on.
+    signer_state: SignerStateConfig | None = None
+    #: KMS provider settings by section: ``kms.local.directory``, ``kms.aws.endpoint_url``, ...
+    kms: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    vault: VaultConfig = VaultConfig()
     auth_policies: dict[str, AuthPolicyConfig] = Field(default_factory=dict)
     #: Sign and publicKeys without a token. Never the default; warned about at start-up.
     allow_unauthenticated_signing: bool = False

@@ -12,16 +12,24 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from chamber.api.auth import Authenticator
 from chamber.api.metrics import Metrics
 from chamber.config import Settings
 from chamber.crypto.bls import BlsBackend, select_backend
+from chamber.crypto.kdf import Argon2Params
 from chamber.errors import ConfigError
 from chamber.eth.networks import Network, custom_network, get_network
 from chamber.keys import KeyRegistry, KeySource
 from chamber.plugins import PluginManager
 from chamber.slashing import SlashingBackend
+from chamber.vault.kms import KmsSet
+from chamber.vault.limiter import AttemptLimiter
+from chamber.vault.service import Vault, VaultHooks, VaultOptions
+
+if TYPE_CHECKING:
+    from chamber.vault.master import MasterKey
 
 log = logging.getLogger("chamber.signer")
 
@@ -38,47 +46,90 @@ class Signer:
     metrics: Metrics
     key_sources: dict[str, KeySource]
     canary_keys: frozenset[str] = frozenset()
+    vault: Vault | None = None
     keys_loaded: threading.Event = field(default_factory=threading.Event)
     key_load_errors: dict[str, int] = field(default_factory=dict)
 
     def load_keys(self) -> None:
         """Load every key source that does not need the vault; errors are reported per item."""
         for name, source in self.key_sources.items():
-            if source.requires_unseal:
-                continue
-            started = time.perf_counter()
-            result = source.load()
-            elapsed = time.perf_counter() - started
-            self.registry.replace_source(name, result.keys)
-            self.key_load_errors[name] = len(result.errors)
-            self.metrics.keys_active.labels(name).set(len(result.keys))
-            self.metrics.key_loading_duration.labels(name).set(elapsed)
-            if result.errors:
-                self.metrics.key_load_failures.labels(name).inc(len(result.errors))
-            for error in result.errors:
-                log.error(
-                    "key failed to load",
-                    extra={"source": name, "path": error.path, "reason": error.reason},
-                )
-            log.info(
-                "keys loaded",
-                extra={
-                    "source": name,
-                    "loaded": len(result.keys),
-                    "failed": len(result.errors),
-                    "seconds": round(elapsed, 3),
-                },
-            )
-            self.plugins.emit(
-                "chamber_keys_loaded",
-                source=name,
-                loaded=len(result.keys),
-                failed=len(result.errors),
-            )
+            if not source.requires_unseal:
+                self._load_source(name, source, None)
         self.keys_loaded.set()
 
+    def load_unsealed_keys(self, master: MasterKey) -> int:
+        """Load the sources that need the master key (the chamber just unsealed)."""
+        for name, source in self.key_sources.items():
+            if source.requires_unseal:
+                self._load_source(name, source, master.material)
+        return len(self.registry)
+
+    def drop_unsealed_keys(self) -> None:
+        for name, source in self.key_sources.items():
+            if source.requires_unseal:
+                self.registry.replace_source(name, [])
+                self.metrics.keys_active.labels(name).set(0)
+
+    def _load_source(self, name: str, source: KeySource, master: bytearray | None) -> None:
+        started = time.perf_counter()
+        result = source.load(master) if master is not None else source.load()
+        elapsed = time.perf_counter() - started
+        self.registry.replace_source(name, result.keys)
+        self.key_load_errors[name] = len(result.errors)
+        self.metrics.keys_active.labels(name).set(len(result.keys))
+        self.metrics.key_loading_duration.labels(name).set(elapsed)
+        if result.errors:
+            self.metrics.key_load_failures.labels(name).inc(len(result.errors))
+        for error in result.errors:
+            log.error(
+                "key failed to load",
+                extra={"source": name, "path": error.path, "reason": error.reason},
+            )
+        log.info(
+            "keys loaded",
+            extra={
+                "source": name,
+                "loaded": len(result.keys),
+                "failed": len(result.errors),
+                "seconds": round(elapsed, 3),
+            },
+        )
+        self.plugins.emit(
+            "chamber_keys_loaded",
+            source=name,
+            loaded=len(result.keys),
+            failed=len(result.errors),
+        )
+
     def close(self) -> None:
+        if self.vault is not None:
+            self.vault.stop()
+            self.vault.store.close()
         self.slashing.close()
+
+
+class SignerVaultHooks(VaultHooks):
+    """Connects the vault to the signer: key loading, plugin events, metrics."""
+
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+
+    def keys_unsealed(self, master: MasterKey) -> int:
+        return self.signer.load_unsealed_keys(master)
+
+    def keys_sealed(self) -> None:
+        self.signer.drop_unsealed_keys()
+
+    def state_changed(self, old: str, new: str) -> None:
+        self.signer.metrics.set_seal_state(new)
+        self.signer.plugins.emit("chamber_seal_state_changed", old_state=old, new_state=new)
+
+    def ceremony_step(self, step: str, details: Any) -> None:
+        self.signer.metrics.ceremony_steps.labels(step).inc()
+        self.signer.plugins.emit("chamber_ceremony_step", step=step, details=dict(details))
+
+    def credential_failure(self, operator: str, ceremony: str) -> None:
+        self.signer.metrics.credential_failures.labels(ceremony).inc()
 
 
 def resolve_network(settings: Settings) -> Network:
@@ -139,7 +190,7 @@ def build_signer(settings: Settings, plugins: PluginManager) -> Signer:
     metrics.bls_backend.labels(bls.name).set(1)
     metrics.concurrency_limit.set(settings.server.max_concurrent_requests)
     log.info("BLS backend selected", extra={"bls_backend": bls.name})
-    return Signer(
+    signer = Signer(
         settings=settings,
         plugins=plugins,
         network=network,
@@ -151,3 +202,46 @@ def build_signer(settings: Settings, plugins: PluginManager) -> Signer:
         key_sources=key_sources,
         canary_keys=frozenset(settings.canary_keys),
     )
+    needs_vault = [name for name, source in key_sources.items() if source.requires_unseal]
+    if settings.signer_state is None:
+        if needs_vault:
+            raise ConfigError(
+                f"key_sources.{needs_vault[0]}: this key source is encrypted under the vault's "
+                "master key, so the vault must be configured: add a signer_state section "
+                "(e.g. signer_state: {backend: sqlite, path: ./chamber-state.sqlite})"
+            )
+    else:
+        signer.vault = build_vault(settings, plugins, SignerVaultHooks(signer))
+        metrics.set_seal_state(signer.vault.state)
+    return signer
+
+
+def build_vault(settings: Settings, plugins: PluginManager, hooks: VaultHooks) -> Vault:
+    state = settings.signer_state
+    assert state is not None
+    provider = plugins.provider("chamber_state_backends", state.backend, "signer_state.backend")
+    store = provider.cls.from_config(state.backend_settings())
+    kms = KmsSet(
+        {name: p.cls for name, p in plugins.providers("chamber_kms_providers").items()},
+        settings.kms,
+    )
+    credential_types = {
+        name: p.cls for name, p in plugins.providers("chamber_credential_types").items()
+    }
+    argon2 = settings.vault.argon2
+    brute = settings.vault.brute_force
+    options = VaultOptions(
+        argon2=Argon2Params(
+            memory_kib=argon2.memory_kib,
+            iterations=argon2.iterations,
+            parallelism=argon2.parallelism,
+        ),
+        unseal_timeout_seconds=state.unseal_timeout_minutes * 60,
+        kms_retry_max_seconds=settings.vault.kms_retry_max_seconds,
+    )
+    limiter = AttemptLimiter(
+        free_attempts=brute.free_attempts,
+        base_delay=brute.base_delay_seconds,
+        max_delay=brute.max_delay_seconds,
+    )
+    return Vault(store, kms, credential_types, options=options, limiter=limiter, hooks=hooks)

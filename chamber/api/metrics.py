@@ -92,6 +92,24 @@ class Metrics:
         self.healthy = Gauge(
             "containment_healthy", "1 when every readiness check passes.", registry=r
         )
+        self.seal_state = Gauge(
+            "containment_seal_state",
+            "The chamber's seal state (1 for the current state, 0 for the others).",
+            ["state"],
+            registry=r,
+        )
+        self.ceremony_steps = Counter(
+            "containment_ceremony_steps_total",
+            "Vault ceremony steps (init, register, unseal_share, seal, ...).",
+            ["step"],
+            registry=r,
+        )
+        self.credential_failures = Counter(
+            "containment_credential_failures_total",
+            "Rejected operator credentials and setup tokens, by ceremony.",
+            ["ceremony"],
+            registry=r,
+        )
         self.slashing_db_duration = Histogram(
             "containment_slashing_db_duration_seconds",
             "Slashing-protection check-and-record latency.",
@@ -103,6 +121,12 @@ class Metrics:
             (t, o): self.signing_requests.labels(t, o) for t in types for o in OUTCOMES
         }
         self._duration_children = {t: self.signing_duration.labels(t) for t in types}
+
+    def set_seal_state(self, state: str) -> None:
+        from chamber.vault.states import ALL_STATES
+
+        for name in ALL_STATES:
+            self.seal_state.labels(name).set(1 if name == state else 0)
 
     def record_signing(self, operation: str, outcome: str, seconds: float) -> None:
         key = (operation if operation in self._duration_children else "unknown", outcome)

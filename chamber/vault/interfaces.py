@@ -17,9 +17,10 @@ class KmsProvider(Protocol):
     Contract:
     - ``handles(key_id)`` says whether an identifier belongs to this provider
       (``local:NAME`` → ``local``; ``arn:aws:kms:…`` → ``aws-kms``).
-    - ``validate_key_id(key_id)`` raises :class:`chamber.errors.BadRequest` (``field="kms_key_ids"``)
-      for a malformed identifier, naming the expected form ("invalid KMS ARN: expected
-      arn:aws:kms:<region>:<account-id>:key/<key-id>"). No network call.
+    - ``validate_key_id(key_id)`` raises :class:`chamber.errors.BadRequest`
+      (``field="kms_key_ids"``) for a malformed identifier, naming the expected form
+      ("invalid KMS ARN: expected arn:aws:kms:<region>:<account-id>:key/<key-id>"). No network
+      call.
     - ``encrypt`` / ``decrypt`` bind ``context`` (the encryption context naming the chamber and the
       share index) so a ciphertext cannot be replayed as another share. They retry transient
       failures with backoff within a bounded time and then raise :class:`chamber.errors.KmsError`

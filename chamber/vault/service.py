@@ -1,0 +1,833 @@
+"""The vault: master-key life cycle, ceremonies and the chamber's state.
+
+One :class:`Vault` per process. Ceremonies are serialised by one lock and each commits at most one
+compare-and-set of the stored record (``chamber.vault.records``), after every check has passed, so
+a refused request leaves the store byte-identical and a crash leaves the old or the new record.
+
+What lives only in this process: the master key (unsealed), the opened KMS layer (outer key and
+the decrypted operator bundle), partial unseal shares (with their timeout), the setup token, and
+the brute-force counters. Everything a ceremony needs between two requests is in the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chamber.crypto import envelope, kdf, shamir
+from chamber.errors import (
+    BadRequest,
+    ChamberError,
+    Conflict,
+    Unauthorized,
+    Unavailable,
+)
+from chamber.vault import states
+from chamber.vault.interfaces import CredentialType, StateBackend
+from chamber.vault.kms import KmsSet
+from chamber.vault.limiter import AttemptLimiter
+from chamber.vault.master import MasterKey, zeroize
+from chamber.vault.records import (
+    NAME_PATTERN,
+    RECORD_KEY,
+    BundleEntry,
+    CredentialRecord,
+    OperatorLayer,
+    OperatorRecord,
+    VaultRecord,
+    bundle_from_bytes,
+    bundle_to_bytes,
+)
+from chamber.vault.states import State
+from chamber.vault.tokens import (
+    new_registration_token,
+    new_setup_token,
+    token_digest,
+    token_matches,
+)
+
+log = logging.getLogger("chamber.vault")
+audit = logging.getLogger("chamber.audit")
+
+MASTER_PURPOSE = "master-key"
+OUTER_PURPOSE = "outer-key"
+BUNDLE_PURPOSE = "operator-bundle"
+DEFAULT_CREDENTIAL_ID = "password-1"
+MAX_OPERATORS = 32
+SETUP_SUBJECT = "setup-token"
+
+
+class KeyCheckFailed(ChamberError):
+    """Shares combined into a key that fails the stored key check value."""
+
+    status = 500
+    title = "key check failed"
+
+
+@dataclass(slots=True)
+class _Opened:
+    """What opening the KMS layer yields: the master key (kms_only) or the outer key and the
+    decrypted operator bundle (unseal mode)."""
+
+    master: MasterKey | None = None
+    outer: bytearray | None = None
+    bundle: dict[str, BundleEntry] | None = None
+
+    def forget(self) -> None:
+        if self.master is not None:
+            self.master.zeroize()
+        zeroize(self.outer)
+
+
+DEFAULT_ARGON2 = kdf.Argon2Params()
+
+
+@dataclass(frozen=True, slots=True)
+class VaultOptions:
+    argon2: kdf.Argon2Params = DEFAULT_ARGON2
+    unseal_timeout_seconds: float = 30 * 60
+    kms_retry_max_seconds: float = 60.0
+
+
+class VaultHooks:
+    """What the vault asks of the rest of the signer (keys, events, metrics). Overridden by the
+    signer; the defaults do nothing, which is what the tests of the vault alone need."""
+
+    def keys_unsealed(self, master: MasterKey) -> int:
+        """Load the key sources that need the master key; return the number of keys loaded."""
+        return 0
+
+    def keys_sealed(self) -> None:
+        """Drop every key that came from a source needing the master key."""
+
+    def state_changed(self, old: State, new: State) -> None: ...
+
+    def ceremony_step(self, step: str, details: Mapping[str, Any]) -> None: ...
+
+    def credential_failure(self, operator: str, ceremony: str) -> None: ...
+
+
+class Vault:
+    def __init__(
+        self,
+        store: StateBackend,
+        kms: KmsSet,
+        credential_types: Mapping[str, type[CredentialType]],
+        *,
+        options: VaultOptions = VaultOptions(),
+        limiter: AttemptLimiter | None = None,
+        hooks: VaultHooks | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.kms = kms
+        self.credential_types = dict(credential_types)
+        self.options = options
+        self.limiter = limiter or AttemptLimiter()
+        self.hooks = hooks or VaultHooks()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._state: State = states.SEALED
+        self._record: VaultRecord | None = None
+        self._version = 0
+        self._master: MasterKey | None = None
+        self._outer: bytearray | None = None
+        self._bundle: dict[str, BundleEntry] | None = None
+        self._partial: dict[str, shamir.Share] = {}
+        self._partial_started: float | None = None
+        self._setup_digest: str | None = None
+        self._sealed_by_operator = False
+        self._keys_loaded: int | None = None
+        self._opening = threading.Event()
+        self._stop = threading.Event()
+        self._kms_error: str | None = None
+
+    # ------------------------------------------------------------------ reading state
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def signing_allowed(self) -> bool:
+        return self._state in states.SIGNING_STATES
+
+    @property
+    def master_key(self) -> MasterKey | None:
+        return self._master
+
+    def status(self) -> dict[str, Any]:
+        """The public state. Plain attribute reads: never waits behind a ceremony or a KMS
+        call."""
+        self._expire_partial(blocking=False)
+        state = self._state
+        record = self._record
+        seal: dict[str, Any] = {"status": state}
+        if record is not None:
+            seal["mode"] = record.mode
+            seal["kms"] = {"threshold": record.kms.threshold, "keys": len(record.kms.shares)}
+            ops = record.operators
+            if ops is not None:
+                seal["operators"] = {
+                    "threshold": ops.threshold,
+                    "names": [op.name for op in ops.operators],
+                    "registered": ops.registered,
+                }
+                if state == states.AWAITING_REGISTRATION:
+                    seal["registered"] = ops.registered
+                    seal["remaining"] = len(ops.operators) - ops.registered
+                if state == states.KMS_UNSEALED:
+                    seal["shares_received"] = len(self._partial)
+                    seal["shares_required"] = ops.threshold
+        kms_error = self._kms_error
+        if kms_error is not None and state in (states.SEALED, states.AWAITING_REGISTRATION):
+            seal["kms_error"] = kms_error
+        loaded = self._keys_loaded
+        keys = {"loaded": loaded} if state in states.SIGNING_STATES and loaded is not None else None
+        return {"seal": seal, "keys": keys}
+
+    # ------------------------------------------------------------------ start-up
+
+    def start(self) -> None:
+        """Read the stored record and open what can be opened, in the background."""
+        threading.Thread(target=self.boot, name="vault-boot", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def boot(self) -> None:
+        """Load the record; uninitialized → log a setup token; otherwise open the KMS layer,
+        retrying with backoff while too few KMS keys answer."""
+        with self._lock:
+            self._load_record()
+            if self._record is None:
+                self._set_state(states.UNINITIALIZED)
+                self._issue_setup_token()
+                return
+            if self._record.phase == "awaiting_registration":
+                self._set_state(states.AWAITING_REGISTRATION)
+                # init-reset needs a setup token; this start's token replaces the lost one.
+                self._issue_setup_token()
+        self._open_kms_layer_with_retry()
+
+    def _load_record(self) -> None:
+        found = self.store.get(RECORD_KEY)
+        if found is None:
+            self._record, self._version = None, 0
+            return
+        raw, version = found
+        try:
+            self._record = VaultRecord.from_bytes(raw)
+        except ValueError as error:
+            raise Unavailable(
+                f"state store: {error}; restore the state store from a backup"
+            ) from None
+        self._version = version
+
+    def _issue_setup_token(self) -> None:
+        token = new_setup_token()
+        self._setup_digest = token_digest(token)
+        # The one place a secret is logged, on purpose: the runbook reads it from here.
+        log.warning(
+            "Setup token generated (save securely, one-time use)",
+            extra={"setup_token": token},
+        )
+
+    def _open_kms_layer_with_retry(self) -> None:
+        """Open the KMS layer; while too few keys answer, retry with growing delays.
+
+        KMS calls run outside the lock (they can take seconds); the result is applied only if
+        the record did not change meanwhile (another replica, init-reset)."""
+        delay = 1.0
+        while not self._stop.is_set():
+            with self._lock:
+                record = self._record
+                if record is None or self._sealed_by_operator:
+                    return
+                if self._state not in (states.SEALED, states.AWAITING_REGISTRATION):
+                    return
+                if self._state == states.AWAITING_REGISTRATION and self._bundle is not None:
+                    return
+            try:
+                opened = self._unwrap_kms_layer(record)
+            except ChamberError as error:
+                self._kms_error = error.message
+                log.error(
+                    "KMS unseal failed; retrying",
+                    extra={"reason": error.message, "retry_in_seconds": delay},
+                )
+            else:
+                with self._lock:
+                    if self._record is record and not self._sealed_by_operator:
+                        self._kms_error = None
+                        self._apply_opened(record, opened)
+                        return
+                    opened.forget()
+                    continue
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.options.kms_retry_max_seconds)
+            with self._lock:
+                try:
+                    self._load_record()
+                except ChamberError as error:
+                    self._kms_error = error.message
+
+    def _unwrap_kms_layer(self, record: VaultRecord) -> _Opened:
+        if record.mode == "kms_only":
+            secret, report = self.kms.unwrap(record.kms, record.chamber_id, MASTER_PURPOSE)
+            self._report_kms_failures(report.failures)
+            master = MasterKey(secret)
+            if not envelope.verify_key_check(master.material, record.kcv):
+                master.zeroize()
+                raise KeyCheckFailed(
+                    "the master key rebuilt from the KMS shares fails the key check; "
+                    "the stored record or a KMS key is wrong"
+                )
+            return _Opened(master=master)
+        secret, report = self.kms.unwrap(record.kms, record.chamber_id, OUTER_PURPOSE)
+        self._report_kms_failures(report.failures)
+        outer = bytearray(secret)
+        try:
+            bundle = self._open_bundle(outer, record)
+        except ChamberError:
+            zeroize(outer)
+            raise
+        return _Opened(outer=outer, bundle=bundle)
+
+    def _apply_opened(self, record: VaultRecord, opened: _Opened) -> None:
+        if opened.master is not None:
+            self._unsealed_with(opened.master, "kms_open_kms_only")
+            return
+        self._outer, self._bundle = opened.outer, opened.bundle
+        if record.phase == "awaiting_registration":
+            log.info("KMS layer open: operators can register")
+            return
+        self._partial.clear()
+        self._partial_started = None
+        self._transition("kms_open_unseal")
+
+    def _report_kms_failures(self, failures: Mapping[str, str]) -> None:
+        for key_id, reason in failures.items():
+            log.warning(
+                "a KMS key could not decrypt its share; unsealed with the others",
+                extra={"kms_key_id": key_id, "reason": reason},
+            )
+
+    def _open_bundle(self, outer: bytearray, record: VaultRecord) -> dict[str, BundleEntry]:
+        assert record.operators is not None
+        key = envelope.derive_key(outer, BUNDLE_PURPOSE)
+        try:
+            raw = envelope.decrypt(key, record.operators.bundle, record.chamber_id.encode())
+        except envelope.EnvelopeError:
+            raise KeyCheckFailed(
+                "the operator bundle does not open with the key rebuilt from the KMS shares"
+            ) from None
+        return bundle_from_bytes(raw)
+
+    def _seal_bundle(self, record_chamber_id: str, bundle: dict[str, BundleEntry]) -> bytes:
+        assert self._outer is not None
+        key = envelope.derive_key(self._outer, BUNDLE_PURPOSE)
+        return envelope.encrypt(key, bundle_to_bytes(bundle), record_chamber_id.encode())
+
+    # ------------------------------------------------------------------ transitions
+
+    def _set_state(self, new: State) -> None:
+        old = self._state
+        self._state = new
+        if old != new:
+            audit.info("seal state changed", extra={"from_state": old, "to_state": new})
+            self.hooks.state_changed(old, new)
+
+    def _transition(self, event: str) -> None:
+        new = states.next_state(self._state, event)
+        if new is None:
+            raise Conflict(f"cannot {event.replace('_', ' ')} in state {self._state}")
+        self._set_state(new)
+
+    def _unsealed_with(self, master: MasterKey, event: str) -> None:
+        self._master = master
+        self._transition(event)
+        try:
+            self._keys_loaded = self.hooks.keys_unsealed(master)
+        except Exception:
+            log.exception("loading the encrypted key stores failed")
+            self._keys_loaded = 0
+
+    def _commit(self, record: VaultRecord | None) -> None:
+        """One compare-and-set of the record (``None`` deletes it)."""
+        try:
+            if record is None:
+                self.store.delete(RECORD_KEY, self._version)
+                self._version = 0
+            else:
+                self._version = self.store.put(RECORD_KEY, record.to_bytes(), self._version)
+        except Conflict:
+            # Another replica changed the record: follow it and tell the caller.
+            self._load_record()
+            raise Conflict(
+                "the chamber's stored state was changed by another replica; check "
+                "`operator status` and retry"
+            ) from None
+        self._record = record
+
+    # ------------------------------------------------------------------ ceremonies
+
+    def _check_setup_token(self, token: str | None) -> None:
+        self.limiter.check(SETUP_SUBJECT, "setup token")
+        if not token_matches(token, self._setup_digest):
+            self.limiter.failure(SETUP_SUBJECT)
+            self.hooks.credential_failure(SETUP_SUBJECT, "setup")
+            audit.warning("setup token rejected")
+            raise Unauthorized(
+                "invalid setup token: use the token this signer logged at start-up "
+                "(a new one is logged at every start while uninitialized)"
+            )
+        self.limiter.success(SETUP_SUBJECT)
+
+    def init(
+        self,
+        setup_token: str | None,
+        kms_key_ids: Sequence[str],
+        kms_threshold: int,
+        operators: Sequence[str] | None = None,
+        unseal_threshold: int | None = None,
+    ) -> dict[str, Any]:
+        with self._lock:
+            if self._state != states.UNINITIALIZED:
+                raise Conflict(
+                    f"already initialized (state {self._state}); use operator rotate kms, "
+                    "rotate unseal or rotate mode instead of operator init"
+                )
+            self._check_setup_token(setup_token)
+            self.kms.validate(kms_key_ids, kms_threshold)
+            names = _validate_operators(operators, unseal_threshold)
+            chamber_id = secrets.token_hex(16)
+            master = MasterKey.generate()
+            now = int(time.time())
+            kcv = envelope.key_check_value(master.material)
+            if not names:
+                layer = self.kms.wrap(
+                    master.material, kms_key_ids, kms_threshold, chamber_id, MASTER_PURPOSE
+                )
+                record = VaultRecord(
+                    chamber_id=chamber_id,
+                    mode="kms_only",
+                    phase="ready",
+                    kcv=kcv,
+                    kms=layer,
+                    operators=None,
+                    created_at=now,
+                    updated_at=now,
+                )
+                self._commit(record)
+                self._setup_digest = None
+                audit.info(
+                    "chamber initialized", extra={"mode": "kms_only", "kms_keys": len(kms_key_ids)}
+                )
+                self.hooks.ceremony_step("init", {"mode": "kms_only"})
+                self._unsealed_with(master, "init_kms_only")
+                return {"status": self._state, "validators_loaded": self._keys_loaded or 0}
+
+            assert unseal_threshold is not None
+            outer = bytearray(os.urandom(32))
+            layer = self.kms.wrap(outer, kms_key_ids, kms_threshold, chamber_id, OUTER_PURPOSE)
+            shares = shamir.split(bytes(master.material), unseal_threshold, len(names))
+            master.zeroize()
+            tokens: dict[str, str] = {}
+            members: list[OperatorRecord] = []
+            bundle: dict[str, BundleEntry] = {}
+            for name, share in zip(names, shares, strict=True):
+                token = new_registration_token()
+                tokens[name] = token
+                members.append(
+                    OperatorRecord(
+                        name=name, index=share.index, registration_token_digest=token_digest(token)
+                    )
+                )
+                bundle[name] = BundleEntry(pending_share=share.to_bytes())
+            self._outer = outer
+            record = VaultRecord(
+                chamber_id=chamber_id,
+                mode="unseal",
+                phase="awaiting_registration",
+                kcv=kcv,
+                kms=layer,
+                operators=OperatorLayer(
+                    threshold=unseal_threshold,
+                    operators=tuple(members),
+                    bundle=self._seal_bundle(chamber_id, bundle),
+                ),
+                created_at=now,
+                updated_at=now,
+            )
+            try:
+                self._commit(record)
+            except Exception:
+                zeroize(self._outer)
+                self._outer = None
+                raise
+            self._bundle = bundle
+            audit.info(
+                "chamber initialized",
+                extra={"mode": "unseal", "kms_keys": len(kms_key_ids), "operators": names},
+            )
+            self.hooks.ceremony_step("init", {"mode": "unseal", "operators": list(names)})
+            self._transition("init_unseal")
+            return {"status": self._state, "operator_tokens": tokens}
+
+    def init_reset(self, setup_token: str | None) -> dict[str, Any]:
+        with self._lock:
+            if self._state != states.AWAITING_REGISTRATION:
+                raise Conflict(
+                    f"init-reset is only possible while awaiting_registration (state {self._state})"
+                )
+            self._check_setup_token(setup_token)
+            self._commit(None)
+            self._forget_secrets()
+            audit.info("initialization reset")
+            self.hooks.ceremony_step("init_reset", {})
+            self._transition("init_reset")
+            self._issue_setup_token()
+            return {"status": self._state}
+
+    def register(
+        self,
+        operator: str,
+        registration_token: str | None,
+        material: bytes,
+        *,
+        credential_id: str = DEFAULT_CREDENTIAL_ID,
+        credential_type: str = "passphrase",
+    ) -> dict[str, Any]:
+        with self._lock:
+            if self._state != states.AWAITING_REGISTRATION:
+                raise Conflict(f"no registration is in progress (state {self._state})")
+            record = self._record
+            if record is None or record.operators is None:
+                raise Conflict("no registration is in progress")
+            if self._bundle is None:
+                raise Unavailable(
+                    "the KMS layer is not open yet, so registrations cannot be stored; retry "
+                    "shortly (see operator status for KMS errors)",
+                    retry_after=2,
+                )
+            op = record.operators.get(operator)
+            if op is None:
+                raise BadRequest(f"operator: unknown operator {operator!r}", field="operator")
+            self.limiter.check(operator, "registration")
+            if op.registration_token_digest is None:
+                raise Conflict(
+                    f"operator {operator!r} has already registered; registration tokens are "
+                    "single-use (add credentials with operator credentials add)"
+                )
+            if not token_matches(registration_token, op.registration_token_digest):
+                self._failed(operator, "register")
+                raise Unauthorized(f"invalid registration token for operator {operator!r}")
+            cred_type = self._credential_type(credential_type)
+            _check_credential_id(credential_id)
+            cred_type.validate(material)
+            entry = self._bundle[operator]
+            assert entry.pending_share is not None
+            credential, wrapped = self._wrap_share(
+                record.chamber_id,
+                op,
+                credential_id,
+                credential_type,
+                material,
+                entry.pending_share,
+            )
+            new_bundle = dict(self._bundle)
+            new_bundle[operator] = BundleEntry(pending_share=None, wrapped={credential_id: wrapped})
+            updated_op = OperatorRecord(
+                name=op.name,
+                index=op.index,
+                credentials=(credential,),
+                registration_token_digest=None,
+            )
+            operators = record.operators.with_operator(updated_op)
+            layer = OperatorLayer(
+                threshold=record.operators.threshold,
+                operators=operators,
+                bundle=self._seal_bundle(record.chamber_id, new_bundle),
+            )
+            remaining = sum(1 for o in operators if not o.registered)
+            new_record = record.evolve(
+                operators=layer,
+                phase="ready" if remaining == 0 else "awaiting_registration",
+                updated_at=int(time.time()),
+            )
+            self._commit(new_record)
+            self._bundle = new_bundle
+            self.limiter.success(operator)
+            registered = len(operators) - remaining
+            audit.info(
+                "operator registered",
+                extra={
+                    "operator": operator,
+                    "credential_id": credential_id,
+                    "registered": registered,
+                    "remaining": remaining,
+                },
+            )
+            self.hooks.ceremony_step(
+                "register", {"operator": operator, "registered": registered, "remaining": remaining}
+            )
+            answer: dict[str, Any] = {"registered": registered, "remaining": remaining}
+            if remaining == 0:
+                self._setup_digest = None
+                self._forget_secrets()
+                self._transition("registration_complete")
+                answer["status"] = self._state
+                # Open the KMS layer again as a restart would: the chamber moves on to
+                # kms_unsealed by itself.
+                threading.Thread(
+                    target=self._open_kms_layer_with_retry, name="vault-open", daemon=True
+                ).start()
+            return answer
+
+    def unseal(self, operator: str, material: bytes) -> dict[str, Any]:
+        self._expire_partial()
+        with self._lock:
+            if self._state == states.SEALED:
+                raise Unavailable(
+                    "the KMS layer is not open yet (state sealed); wait for it and retry "
+                    "(operator status shows KMS errors; after operator seal, restart the signer)",
+                    retry_after=2,
+                )
+            if self._state != states.KMS_UNSEALED:
+                raise Conflict(f"cannot unseal in state {self._state}")
+            record = self._record
+            assert record is not None and record.operators is not None
+            assert self._bundle is not None
+            op = record.operators.get(operator)
+            if op is None or not op.registered:
+                raise BadRequest(f"operator: unknown operator {operator!r}", field="operator")
+            self.limiter.check(operator, "unseal")
+            share = self._unwrap_share(record.chamber_id, op, material)
+            if share is None:
+                self._failed(operator, "unseal")
+                raise Unauthorized(
+                    f"wrong passphrase for operator {operator!r}: no registered credential "
+                    "of this operator matches (check for a trailing newline or another encoding)"
+                )
+            self.limiter.success(operator)
+            duplicate = operator in self._partial
+            if not duplicate:
+                if not self._partial:
+                    self._partial_started = self._clock()
+                self._partial[operator] = share
+            received = len(self._partial)
+            threshold = record.operators.threshold
+            audit.info(
+                "unseal share accepted",
+                extra={
+                    "operator": operator,
+                    "shares_received": received,
+                    "shares_required": threshold,
+                    "duplicate": duplicate,
+                },
+            )
+            self.hooks.ceremony_step(
+                "unseal_share",
+                {"operator": operator, "shares_received": received, "shares_required": threshold},
+            )
+            if received < threshold:
+                answer: dict[str, Any] = {"shares_received": received, "shares_required": threshold}
+                if duplicate:
+                    answer["message"] = f"operator {operator!r} already submitted a share"
+                return answer
+            shares = list(self._partial.values())
+            self._partial.clear()
+            self._partial_started = None
+            master = MasterKey(shamir.combine(shares))
+            if not envelope.verify_key_check(master.material, record.kcv):
+                master.zeroize()
+                audit.error("reconstructed master key failed the key check")
+                raise KeyCheckFailed(
+                    "the operator shares rebuilt a key that fails the key check; the partial "
+                    "unseal was reset, submit again"
+                )
+            zeroize(self._outer)
+            self._outer, self._bundle = None, None
+            self._unsealed_with(master, "operator_threshold")
+            self.hooks.ceremony_step("unsealed", {})
+            return {"status": self._state, "validators_loaded": self._keys_loaded or 0}
+
+    def unseal_reset(self) -> dict[str, Any]:
+        with self._lock:
+            if self._state != states.KMS_UNSEALED:
+                raise Conflict(f"no unseal is in progress (state {self._state})")
+            self._partial.clear()
+            self._partial_started = None
+            assert self._record is not None and self._record.operators is not None
+            audit.info("partial unseal reset")
+            self.hooks.ceremony_step("unseal_reset", {})
+            return {"shares_received": 0, "shares_required": self._record.operators.threshold}
+
+    def seal(self) -> dict[str, Any]:
+        with self._lock:
+            if self._state == states.SEALED:
+                self._sealed_by_operator = True
+                return {"status": self._state}
+            if states.next_state(self._state, "seal") is None:
+                raise Conflict(f"nothing to seal (state {self._state})")
+            self._sealed_by_operator = True
+            self._transition("seal")
+            master = self._master
+            self._master = None
+            self._forget_secrets()
+            self._keys_loaded = None
+            try:
+                self.hooks.keys_sealed()
+            finally:
+                if master is not None:
+                    master.zeroize()
+            audit.warning("chamber sealed by an operator")
+            self.hooks.ceremony_step("seal", {})
+            return {"status": self._state}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _forget_secrets(self) -> None:
+        zeroize(self._outer)
+        self._outer = None
+        self._bundle = None
+        self._partial.clear()
+        self._partial_started = None
+
+    def _expire_partial(self, *, blocking: bool = True) -> None:
+        timeout = self.options.unseal_timeout_seconds
+        if timeout <= 0 or self._partial_started is None:
+            return
+        if not self._lock.acquire(blocking=blocking):
+            return
+        try:
+            started = self._partial_started
+            if started is not None and self._clock() - started > timeout:
+                count = len(self._partial)
+                self._partial.clear()
+                self._partial_started = None
+                audit.warning(
+                    "unseal timeout expired: partial shares cleared",
+                    extra={"shares_cleared": count},
+                )
+                self.hooks.ceremony_step("unseal_timeout", {"shares_cleared": count})
+        finally:
+            self._lock.release()
+
+    def _failed(self, operator: str, ceremony: str) -> None:
+        failures = self.limiter.failure(operator)
+        self.hooks.credential_failure(operator, ceremony)
+        audit.warning(
+            "credential rejected",
+            extra={"operator": operator, "ceremony": ceremony, "consecutive_failures": failures},
+        )
+
+    def _credential_type(self, name: str) -> CredentialType:
+        cls = self.credential_types.get(name)
+        if cls is None:
+            known = ", ".join(sorted(self.credential_types)) or "none"
+            raise BadRequest(
+                f"credential_type: {name!r} is not installed on this signer (installed: {known})",
+                field="credential_type",
+            )
+        return cls()
+
+    def _wrap_share(
+        self,
+        chamber_id: str,
+        op: OperatorRecord,
+        credential_id: str,
+        credential_type: str,
+        material: bytes,
+        share: bytes,
+    ) -> tuple[CredentialRecord, bytes]:
+        salt = kdf.new_salt()
+        params = self.options.argon2
+        key = kdf.derive_wrapping_key(material, salt, params)
+        wrapped = envelope.encrypt(key, share, _share_aad(chamber_id, op, credential_id))
+        credential = CredentialRecord(
+            credential_id=credential_id,
+            type=credential_type,
+            salt=salt,
+            params=params,
+            created_at=int(time.time()),
+        )
+        return credential, wrapped
+
+    def _unwrap_share(
+        self, chamber_id: str, op: OperatorRecord, material: bytes
+    ) -> shamir.Share | None:
+        assert self._bundle is not None
+        entry = self._bundle.get(op.name)
+        if entry is None:
+            return None
+        for credential in op.credentials:
+            blob = entry.wrapped.get(credential.credential_id)
+            if blob is None:
+                continue
+            key = kdf.derive_wrapping_key(material, credential.salt, credential.params)
+            try:
+                raw = envelope.decrypt(
+                    key, blob, _share_aad(chamber_id, op, credential.credential_id)
+                )
+            except envelope.EnvelopeError:
+                continue
+            share = shamir.Share.from_bytes(raw)
+            if share.index == op.index:
+                return share
+        return None
+
+
+def _share_aad(chamber_id: str, op: OperatorRecord, credential_id: str) -> bytes:
+    return f"{chamber_id}|{op.name}|{op.index}|{credential_id}".encode()
+
+
+_CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_credential_id(credential_id: str) -> None:
+    if not isinstance(credential_id, str) or not _CREDENTIAL_ID.match(credential_id):
+        raise BadRequest(
+            "credential_id: 1 to 64 characters of letters, digits, '.', '_' or '-'",
+            field="credential_id",
+        )
+
+
+def _validate_operators(operators: Sequence[str] | None, threshold: int | None) -> list[str]:
+    if not operators:
+        if threshold is not None:
+            raise BadRequest(
+                "unseal_threshold: given without operators; list the operators too",
+                field="operators",
+            )
+        return []
+    names = [str(name).strip() for name in operators]
+    if len(names) > MAX_OPERATORS:
+        raise BadRequest(f"operators: at most {MAX_OPERATORS} operators", field="operators")
+    for name in names:
+        if not NAME_PATTERN.match(name):
+            raise BadRequest(
+                f"operators: {name[:64]!r} is not a valid operator name (letters, digits, "
+                "'.', '_', '-'; up to 64 characters)",
+                field="operators",
+            )
+    if len(set(names)) != len(names):
+        raise BadRequest("operators: an operator is listed twice", field="operators")
+    if threshold is None:
+        raise BadRequest(
+            "unseal_threshold: required when operators are given", field="unseal_threshold"
+        )
+    if not 1 <= threshold <= len(names):
+        raise BadRequest(
+            f"unseal_threshold: must be between 1 and the number of operators ({len(names)})",
+            field="unseal_threshold",
+        )
+    return names
