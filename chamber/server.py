@@ -112,6 +112,14 @@ class SignerServer:
             self.signer.load_keys()
         except Exception:
             log.exception("key loading failed")
+        vault = self.signer.vault
+        if vault is not None:
+            # Opens the KMS layer in the background (retrying while KMS keys are unreachable);
+            # the API answers meanwhile: /upcheck 200, signing 503 until unsealed.
+            try:
+                vault.boot()
+            except Exception:
+                log.exception("the vault could not start; the chamber stays sealed")
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

@@ -74,6 +74,13 @@ class SignResource:
                 )
             if not policy.allows_key(pubkey_hex):
                 raise Forbidden(f"policy {policy.name!r} may not use key {pubkey_hex}")
+            vault = signer.vault
+            if vault is not None and not vault.signing_allowed:
+                raise Unavailable(
+                    f"signer is sealed (state {vault.state}); see operator status and run "
+                    "the unseal ceremony",
+                    retry_after=5,
+                )
             key = signer.registry.get(pubkey_hex)
             if key is None:
                 if not signer.keys_loaded.is_set():
@@ -195,6 +202,15 @@ class HealthcheckResource:
                 "data": {"backend": signer.settings.anti_slashing.backend},
             },
         ]
+        if signer.vault is not None:
+            state = signer.vault.state
+            checks.append(
+                {
+                    "id": "vault",
+                    "status": "UP" if signer.vault.signing_allowed else "DOWN",
+                    "data": {"state": state},
+                }
+            )
         healthy = all(check["status"] == "UP" for check in checks)
         signer.metrics.healthy.set(1 if healthy else 0)
         outcome = "UP" if healthy else "DOWN"
