@@ -205,8 +205,22 @@ class Vault:
     def boot(self) -> None:
         """Load the record; uninitialized → log a setup token; otherwise open the KMS layer,
         retrying with backoff while too few KMS keys answer."""
+        delay = 1.0
+        while True:
+            try:
+                with self._lock:
+                    self._load_record()
+                break
+            except ChamberError as error:
+                self._kms_error = error.message
+                log.error(
+                    "cannot read the vault's state store; retrying",
+                    extra={"reason": error.message, "retry_in_seconds": delay},
+                )
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, self.options.kms_retry_max_seconds)
         with self._lock:
-            self._load_record()
             if self._record is None:
                 self._set_state(states.UNINITIALIZED)
                 self._issue_setup_token()
@@ -773,12 +787,12 @@ class Vault:
             blob = entry.wrapped.get(credential.credential_id)
             if blob is None:
                 continue
-            key = kdf.derive_wrapping_key(material, credential.salt, credential.params)
             try:
+                key = kdf.derive_wrapping_key(material, credential.salt, credential.params)
                 raw = envelope.decrypt(
                     key, blob, _share_aad(chamber_id, op, credential.credential_id)
                 )
-            except envelope.EnvelopeError:
+            except ValueError:  # EnvelopeError (no match) or material the KDF refuses (empty)
                 continue
             share = shamir.Share.from_bytes(raw)
             if share.index == op.index:
