@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -44,15 +45,17 @@ class KmsSet:
         self._classes = dict(providers)
         self._settings = {name: dict(section) for name, section in settings.items()}
         self._instances: dict[str, KmsProvider] = {}
+        self._lock = threading.Lock()
 
     def _provider(self, key_id: str) -> KmsProvider:
         for name, cls in self._classes.items():
             if cls.handles(key_id):
-                instance = self._instances.get(name)
-                if instance is None:
-                    section = self._settings.get(_section_name(name), {})
-                    instance = cls.from_config(section)
-                    self._instances[name] = instance
+                with self._lock:
+                    instance = self._instances.get(name)
+                    if instance is None:
+                        section = self._settings.get(_section_name(name), {})
+                        instance = cls.from_config(section)
+                        self._instances[name] = instance
                 return instance
         known = ", ".join(sorted(self._classes)) or "none"
         raise BadRequest(
@@ -106,7 +109,7 @@ class KmsSet:
             futures = [pool.submit(wrap_one, k, s) for k, s in zip(key_ids, shares, strict=True)]
             wrapped: list[KmsShare] = []
             for future in futures:
-                wrapped.append(_result(future))
+                wrapped.append(future.result())
         return KmsLayer(threshold=threshold, shares=tuple(wrapped))
 
     def unwrap(self, layer: KmsLayer, chamber_id: str, purpose: str) -> tuple[bytes, UnwrapReport]:
@@ -166,9 +169,3 @@ def _section_name(provider_name: str) -> str:
 def _context(chamber_id: str, purpose: str, index: int) -> dict[str, str]:
     return {"chamber": chamber_id, "purpose": purpose, "share_index": str(index)}
 
-
-def _result(future: Future[KmsShare]) -> KmsShare:
-    return future.result()
-
-
-Report = Callable[[str, str], None]
