@@ -25,8 +25,12 @@ log = logging.getLogger("chamber.plugins")
 BUILTIN_MODULES = (
     "chamber.builtin.bls",
     "chamber.builtin.filesystem",
+    "chamber.builtin.local_kms",
     "chamber.builtin.noop_slashing",
+    "chamber.builtin.passphrase",
     "chamber.builtin.sqlite_slashing",
+    "chamber.builtin.sqlite_keys",
+    "chamber.builtin.sqlite_state",
 )
 
 PROVIDER_HOOKS = (

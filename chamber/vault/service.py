@@ -62,6 +62,8 @@ BUNDLE_PURPOSE = "operator-bundle"
 DEFAULT_CREDENTIAL_ID = "password-1"
 MAX_OPERATORS = 32
 SETUP_SUBJECT = "setup-token"
+#: The stored value meaning "uninitialized" after an init-reset.
+TOMBSTONE = b""
 
 
 class KeyCheckFailed(ChamberError):
@@ -237,6 +239,9 @@ class Vault:
             self._record, self._version = None, 0
             return
         raw, version = found
+        if raw == TOMBSTONE:
+            self._record, self._version = None, version
+            return
         try:
             self._record = VaultRecord.from_bytes(raw)
         except ValueError as error:
@@ -375,13 +380,12 @@ class Vault:
             self._keys_loaded = 0
 
     def _commit(self, record: VaultRecord | None) -> None:
-        """One compare-and-set of the record (``None`` deletes it)."""
+        """One compare-and-set of the record. ``None`` (init-reset) writes a tombstone instead of
+        deleting: versions keep growing, so a replica still holding the old record's version can
+        never overwrite a newer initialisation."""
         try:
-            if record is None:
-                self.store.delete(RECORD_KEY, self._version)
-                self._version = 0
-            else:
-                self._version = self.store.put(RECORD_KEY, record.to_bytes(), self._version)
+            value = TOMBSTONE if record is None else record.to_bytes()
+            self._version = self.store.put(RECORD_KEY, value, self._version)
         except Conflict:
             # Another replica changed the record: follow it and tell the caller.
             self._load_record()

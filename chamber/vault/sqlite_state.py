@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -54,8 +56,7 @@ _FIXES = {
         "another file"
     ),
     "SQLITE_CORRUPT": (
-        f"the database is corrupt: restore it from a backup or set {SECTION}.path to "
-        "another file"
+        f"the database is corrupt: restore it from a backup or set {SECTION}.path to another file"
     ),
     "SQLITE_BUSY": "another process held it locked too long; retry",
     "SQLITE_LOCKED": "another connection held it locked too long; retry",
@@ -125,6 +126,23 @@ def _create_private(path: Path) -> None:
     _tighten(path)
 
 
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> str:
+    """Switch to WAL; returns the journal mode in force.
+
+    The switch needs a lock that SQLite does not wait for with the busy handler: two replicas
+    opening a new file at the same moment see SQLITE_BUSY at once, so wait here instead.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            busy = str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+
+
 class SQLiteStateBackend:
     """:class:`chamber.vault.interfaces.StateBackend` on a local SQLite file."""
 
@@ -146,8 +164,8 @@ class SQLiteStateBackend:
             raise StartupError(f"vault state store {path}: cannot open: {_describe(exc)}") from None
         try:
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = _enable_wal(self._conn, busy_timeout_ms / 1000)
+            if mode != "wal":
                 # Still correct (rollback journal), only slower; e.g. a file system without
                 # shared memory support.
                 log.warning("vault state store %s: WAL unavailable, journal mode %s", path, mode)
