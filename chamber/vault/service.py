@@ -63,7 +63,7 @@ DEFAULT_CREDENTIAL_ID = "password-1"
 MAX_OPERATORS = 32
 SETUP_SUBJECT = "setup-token"
 #: The stored value meaning "uninitialized" after an init-reset.
-TOMBSTONE = b""
+TOMBSTONE = b"uninitialized"
 
 
 class KeyCheckFailed(ChamberError):
