@@ -211,8 +211,10 @@ def build_signer(settings: Settings, plugins: PluginManager) -> Signer:
                 "(e.g. signer_state: {backend: sqlite, path: ./chamber-state.sqlite})"
             )
     else:
-        signer.vault = build_vault(settings, plugins, SignerVaultHooks(signer))
-        metrics.set_seal_state(signer.vault.state)
+        vault = build_vault(settings, plugins, SignerVaultHooks(signer))
+        signer.vault = vault
+        metrics.set_seal_state(vault.state)
+        metrics.unseal_shares.set_function(lambda: vault.shares_received)
     return signer
 
 

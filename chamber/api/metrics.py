@@ -98,6 +98,11 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.unseal_shares = Gauge(
+            "containment_unseal_shares_received",
+            "Operator shares received in the current (partial) unseal.",
+            registry=r,
+        )
         self.ceremony_steps = Counter(
             "containment_ceremony_steps_total",
             "Vault ceremony steps (init, register, unseal_share, seal, ...).",

@@ -162,6 +162,10 @@ class Vault:
         return self._state in states.SIGNING_STATES
 
     @property
+    def shares_received(self) -> int:
+        return len(self._partial)
+
+    @property
     def master_key(self) -> MasterKey | None:
         return self._master
 
