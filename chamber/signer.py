@@ -232,12 +232,17 @@ def build_vault(settings: Settings, plugins: PluginManager, hooks: VaultHooks) -
     }
     argon2 = settings.vault.argon2
     brute = settings.vault.brute_force
-    options = VaultOptions(
-        argon2=Argon2Params(
+    try:
+        params = Argon2Params(
             memory_kib=argon2.memory_kib,
             iterations=argon2.iterations,
             parallelism=argon2.parallelism,
-        ),
+        )
+    except ValueError as error:
+        raise ConfigError(f"vault.argon2: {error}") from None
+    kms.check_config()
+    options = VaultOptions(
+        argon2=params,
         unseal_timeout_seconds=state.unseal_timeout_minutes * 60,
         kms_retry_max_seconds=settings.vault.kms_retry_max_seconds,
     )

@@ -236,6 +236,8 @@ class KeysImportResource(_VaultResource):
             if secret is None:
                 results.append({"status": "error", "message": f"keystore {index}: {reason}"})
                 continue
+            if not vault.signing_allowed or vault.master_key is not master:
+                raise Unavailable(f"signer was sealed during the import (state {vault.state})")
             try:
                 key, inserted = source.import_secret(master.material, secret)
             except ChamberError as error:

@@ -563,7 +563,10 @@ class FilesystemKeySource:
         return cls(paths, bls, load_concurrency=concurrency)
 
     def load(
-        self, master_key: bytes | bytearray | None = None, *, progress: ProgressCallback | None = None
+        self,
+        master_key: bytes | bytearray | None = None,
+        *,
+        progress: ProgressCallback | None = None,
     ) -> KeyLoadResult:
         """Load every key under the configured paths; never raises for a bad file."""
         del master_key  # plain files need no master key

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chamber.crypto import shamir
-from chamber.errors import BadRequest, ChamberError, KmsError
+from chamber.errors import BadRequest, ChamberError, ConfigError, KmsError
 from chamber.vault.interfaces import KmsProvider
 from chamber.vault.records import KmsLayer, KmsShare
 
@@ -64,6 +64,25 @@ class KmsSet:
             "key/<key-id> with the chamber-aws-kms plugin",
             field="kms_key_ids",
         )
+
+    def check_config(self) -> None:
+        """At start-up: every ``kms.<section>`` belongs to an installed provider, and each such
+        provider accepts its settings (its ``from_config`` raises ``ConfigError`` naming the
+        key)."""
+        by_section = {_section_name(name): name for name in self._classes}
+        for section in self._settings:
+            name = by_section.get(section)
+            if name is None:
+                known = ", ".join(sorted(by_section)) or "none"
+                raise ConfigError(
+                    f"kms.{section}: no installed KMS provider reads this section "
+                    f"(known sections: {known})"
+                )
+            with self._lock:
+                if name not in self._instances:
+                    self._instances[name] = self._classes[name].from_config(
+                        self._settings[section]
+                    )
 
     def validate(self, key_ids: Sequence[str], threshold: int) -> None:
         """Check ids and threshold without any KMS call (``BadRequest`` naming the field)."""

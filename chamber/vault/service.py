@@ -375,13 +375,51 @@ class Vault:
         self._set_state(new)
 
     def _unsealed_with(self, master: MasterKey, event: str) -> None:
+        # Keys first, state second: signing opens only once the encrypted keys are loaded.
         self._master = master
-        self._transition(event)
         try:
             self._keys_loaded = self.hooks.keys_unsealed(master)
         except Exception:
             log.exception("loading the encrypted key stores failed")
             self._keys_loaded = 0
+        self._transition(event)
+
+    def _follow_stored(self) -> None:
+        """The stored record was changed by another replica: drop what is stale and move to
+        the state the record implies (opening the KMS layer again where needed)."""
+        record = self._record
+        state = self._state
+        if record is None:
+            if state in (states.AWAITING_REGISTRATION, states.SEALED):
+                self._forget_secrets()
+                self._transition("record_removed")
+                self._issue_setup_token()
+            return
+        if state == states.UNINITIALIZED:
+            self._setup_digest = None
+            if record.phase == "awaiting_registration":
+                self._transition("registration_started")
+            else:
+                self._transition("record_found")
+            self._start_opening()
+        elif state == states.AWAITING_REGISTRATION:
+            self._forget_secrets()
+            if record.phase == "ready":
+                self._setup_digest = None
+                self._transition("registration_complete")
+            self._start_opening()
+        elif state == states.KMS_UNSEALED:
+            self._forget_secrets()
+            self._transition("record_changed")
+            self._start_opening()
+        elif state == states.SEALED:
+            self._forget_secrets()
+            self._start_opening()
+
+    def _start_opening(self) -> None:
+        threading.Thread(
+            target=self._open_kms_layer_with_retry, name="vault-open", daemon=True
+        ).start()
 
     def _commit(self, record: VaultRecord | None) -> None:
         """One compare-and-set of the record. ``None`` (init-reset) writes a tombstone instead of
@@ -393,6 +431,7 @@ class Vault:
         except Conflict:
             # Another replica changed the record: follow it and tell the caller.
             self._load_record()
+            self._follow_stored()
             raise Conflict(
                 "the chamber's stored state was changed by another replica; check "
                 "`operator status` and retry"
@@ -435,9 +474,13 @@ class Vault:
             now = int(time.time())
             kcv = envelope.key_check_value(master.material)
             if not names:
-                layer = self.kms.wrap(
-                    master.material, kms_key_ids, kms_threshold, chamber_id, MASTER_PURPOSE
-                )
+                try:
+                    layer = self.kms.wrap(
+                        master.material, kms_key_ids, kms_threshold, chamber_id, MASTER_PURPOSE
+                    )
+                except Exception:
+                    master.zeroize()
+                    raise
                 record = VaultRecord(
                     chamber_id=chamber_id,
                     mode="kms_only",
@@ -448,7 +491,11 @@ class Vault:
                     created_at=now,
                     updated_at=now,
                 )
-                self._commit(record)
+                try:
+                    self._commit(record)
+                except Exception:
+                    master.zeroize()
+                    raise
                 self._setup_digest = None
                 audit.info(
                     "chamber initialized", extra={"mode": "kms_only", "kms_keys": len(kms_key_ids)}
@@ -459,7 +506,12 @@ class Vault:
 
             assert unseal_threshold is not None
             outer = bytearray(os.urandom(32))
-            layer = self.kms.wrap(outer, kms_key_ids, kms_threshold, chamber_id, OUTER_PURPOSE)
+            try:
+                layer = self.kms.wrap(outer, kms_key_ids, kms_threshold, chamber_id, OUTER_PURPOSE)
+            except Exception:
+                master.zeroize()
+                zeroize(outer)
+                raise
             shares = shamir.split(bytes(master.material), unseal_threshold, len(names))
             master.zeroize()
             tokens: dict[str, str] = {}
@@ -609,9 +661,7 @@ class Vault:
                 answer["status"] = self._state
                 # Open the KMS layer again as a restart would: the chamber moves on to
                 # kms_unsealed by itself.
-                threading.Thread(
-                    target=self._open_kms_layer_with_retry, name="vault-open", daemon=True
-                ).start()
+                self._start_opening()
             return answer
 
     def unseal(self, operator: str, material: bytes) -> dict[str, Any]:
