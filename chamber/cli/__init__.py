@@ -18,7 +18,7 @@ app = cyclopts.App(
 
 
 def _register() -> None:
-    from chamber.cli import info, keys, quickstart, server, slashing
+    from chamber.cli import info, keys, operator, quickstart, server, slashing
 
     app.command(server.server)
     app.command(quickstart.quickstart)
@@ -26,6 +26,7 @@ def _register() -> None:
     app.command(info.config_app)
     app.command(keys.keys_app)
     app.command(slashing.slashing_app)
+    app.command(operator.operator_app)
 
 
 def main() -> None:

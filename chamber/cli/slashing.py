@@ -31,7 +31,9 @@ slashing_app = cyclopts.App(name="slashing", help="Slashing-protection data (EIP
 
 Config = Annotated[Path | None, Parameter(name=["--config", "-c"])]
 SignerUrl = Annotated[str | None, Parameter(name="--signer-url")]
-AuthToken = Annotated[str | None, Parameter(name="--auth-token")]
+AuthToken = Annotated[
+    str | None, Parameter(name="--auth-token", allow_leading_hyphen=True)  # "-" is stdin
+]
 
 
 @contextmanager

@@ -1,0 +1,333 @@
+"""``containment-chamber operator``: the seal / unseal ceremonies, as an HTTP client of a signer.
+
+Every command talks to a running signer (``--signer-url``, default ``http://localhost:9000``)
+under ``/api/v1/chamber/`` and prints the signer's JSON answer on standard output. Problems go to
+standard error as one ``containment-chamber: ...`` line, with exit code 2 for a usage error (a
+bad flag, a secret given on the command line, nothing on standard input) and 1 when the signer
+refused or could not be reached.
+
+Secrets never travel on the command line: ``--auth-token``, ``--setup-token`` and
+``--registration-token`` take ``env:VAR`` (or ``-``: one line from standard input), and
+passphrases are read with ``--passphrase-stdin`` or prompted for without echo. Nothing secret is
+ever printed, except what a ceremony hands to its coordinator by design: the registration tokens
+in the answer of ``operator init``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import cyclopts
+import orjson
+from cyclopts import Parameter
+
+from chamber.cli.remote import (
+    CliError,
+    SignerClient,
+    check_signer_url,
+    fail,
+    resolve_secret_flag,
+)
+from chamber.errors import ChamberError
+
+operator_app = cyclopts.App(
+    name="operator",
+    help="Seal / unseal ceremonies of a running signer (status, init, register, unseal, seal).",
+)
+
+BASE = "/api/v1/chamber"
+DEFAULT_SIGNER_URL = "http://localhost:9000"
+DEFAULT_CREDENTIAL_ID = "password-1"
+
+SignerUrl = Annotated[
+    str, Parameter(name="--signer-url", help="Base URL of the signer's HTTP API.")
+]
+AllowPlaintext = Annotated[
+    bool,
+    Parameter(
+        name="--allow-plaintext-signer",
+        negative=(),
+        help="Allow plain http:// to a signer that is not on this machine (trusted networks).",
+    ),
+]
+AuthToken = Annotated[
+    str,
+    Parameter(
+        name="--auth-token",
+        allow_leading_hyphen=True,  # "-" (standard input) is a value, not a flag
+        help="Token of an auth policy with the needed chamber scope: env:VAR, or - for stdin.",
+    ),
+]
+SetupToken = Annotated[
+    str,
+    Parameter(
+        name="--setup-token",
+        allow_leading_hyphen=True,  # "-" (standard input) is a value, not a flag
+        help="The one-time setup token the signer logged at start-up: env:VAR, or - for stdin.",
+    ),
+]
+RegistrationToken = Annotated[
+    str,
+    Parameter(
+        name="--registration-token",
+        allow_leading_hyphen=True,  # "-" (standard input) is a value, not a flag
+        help="This operator's cc-reg-... token from operator init: env:VAR, or - for stdin.",
+    ),
+]
+OperatorName = Annotated[str, Parameter(name="--operator", help="The operator's name.")]
+PassphraseStdin = Annotated[
+    bool,
+    Parameter(
+        name="--passphrase-stdin",
+        negative=(),
+        help="Read the passphrase from one line of standard input instead of prompting.",
+    ),
+]
+
+
+def _print(data: Any) -> None:
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+def _split(value: str, flag: str) -> list[str]:
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    if not items:
+        raise CliError(f"{flag}: give at least one comma-separated value", 2)
+    return items
+
+
+def _client(signer_url: str, allow_plaintext: bool, auth_token: str | None = None) -> SignerClient:
+    """A client for the signer; the URL is checked before any secret is read."""
+    url = check_signer_url(signer_url, allow_plaintext)
+    token = resolve_secret_flag(auth_token, "--auth-token") if auth_token is not None else None
+    return SignerClient(url, token)
+
+
+def _check_stdin(passphrase_stdin: bool, token: str, flag: str) -> None:
+    """Standard input holds one secret at most: refuse a token flag of ``-`` together with
+    ``--passphrase-stdin``, which would both read it."""
+    if passphrase_stdin and token == "-":  # noqa: S105 (the stdin marker, not a secret)
+        raise CliError(
+            f"{flag} - and --passphrase-stdin would both read standard input; pass the token "
+            "as env:VAR instead",
+            2,
+        )
+
+
+def _passphrase(stdin: bool, *, confirm: bool, prompt: str) -> str:
+    """The passphrase, through the passphrase credential type's own ``obtain``."""
+    from chamber.vault.credentials import PassphraseCredential
+
+    try:
+        material = PassphraseCredential().obtain(
+            {"stdin": stdin, "confirm": confirm, "prompt": prompt}
+        )
+    except EOFError:
+        raise CliError("no passphrase was entered", 2) from None
+    except UnicodeError:
+        raise CliError("the passphrase is not valid UTF-8 text", 2) from None
+    except ChamberError as error:  # e.g. the two entries differ
+        raise CliError(error.message, 2) from None
+    if not material:
+        where = "standard input" if stdin else "the prompt"
+        raise CliError(f"no passphrase was read from {where}", 2)
+    return material.decode("utf-8")
+
+
+def _run(action: Callable[[], Any]) -> None:
+    """Run one command: print its answer, or report the failure without a traceback."""
+    try:
+        answer = action()
+    except CliError as error:
+        fail(error)
+    except KeyboardInterrupt:
+        print("\ncontainment-chamber: interrupted", file=sys.stderr)
+        sys.exit(130)
+    _print(answer)
+
+
+@operator_app.command
+def status(
+    *,
+    auth_token: AuthToken,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Show the seal state (needs the chamber_status scope)."""
+
+    def action() -> Any:
+        return _client(signer_url, allow_plaintext_signer, auth_token).request(
+            "GET", f"{BASE}/status"
+        )
+
+    _run(action)
+
+
+@operator_app.command
+def init(
+    *,
+    setup_token: SetupToken,
+    kms_key_arns: Annotated[
+        str,
+        Parameter(
+            name="--kms-key-arns",
+            help="Comma-separated KMS key ids (AWS key ARNs, local:NAME, or a plugin's ids).",
+        ),
+    ],
+    kms_threshold: Annotated[
+        int,
+        Parameter(
+            name="--kms-threshold",
+            help="How many of the KMS keys must answer to rebuild the key.",
+        ),
+    ],
+    unseal_threshold: Annotated[
+        int | None,
+        Parameter(
+            name="--unseal-threshold",
+            help="Unseal mode: how many operators must submit a passphrase to unseal.",
+        ),
+    ] = None,
+    operators: Annotated[
+        str | None,
+        Parameter(
+            name="--operators",
+            help="Unseal mode: comma-separated operator names (without it: KMS-only mode).",
+        ),
+    ] = None,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Create the master key (first boot). Without --operators the signer unseals from KMS alone;
+    with them it answers one registration token per operator, to hand out over secure channels."""
+
+    def action() -> Any:
+        body: dict[str, Any] = {
+            "kms_key_ids": _split(kms_key_arns, "--kms-key-arns"),
+            "kms_threshold": kms_threshold,
+        }
+        if operators is not None:
+            body["operators"] = _split(operators, "--operators")
+        if unseal_threshold is not None:
+            body["unseal_threshold"] = unseal_threshold
+        client = _client(signer_url, allow_plaintext_signer)
+        body["setup_token"] = resolve_secret_flag(setup_token, "--setup-token")
+        answer = client.request("POST", f"{BASE}/init", body)
+        if isinstance(answer, dict) and answer.get("operator_tokens"):
+            print(
+                "containment-chamber: give each operator their own registration token over a "
+                "secure channel; each works once",
+                file=sys.stderr,
+            )
+        return answer
+
+    _run(action)
+
+
+@operator_app.command(name="init-reset")
+def init_reset(
+    *,
+    setup_token: SetupToken,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Cancel an initialization still awaiting registration; the signer logs a new setup token."""
+
+    def action() -> Any:
+        client = _client(signer_url, allow_plaintext_signer)
+        token = resolve_secret_flag(setup_token, "--setup-token")
+        return client.request("POST", f"{BASE}/init-reset", {"setup_token": token})
+
+    _run(action)
+
+
+@operator_app.command
+def register(
+    *,
+    operator: OperatorName,
+    registration_token: RegistrationToken,
+    credential_id: Annotated[
+        str, Parameter(name="--credential-id", help="Name of this credential.")
+    ] = DEFAULT_CREDENTIAL_ID,
+    passphrase_stdin: PassphraseStdin = False,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Register this operator's passphrase (at least 16 characters; prompted twice)."""
+
+    def action() -> Any:
+        _check_stdin(passphrase_stdin, registration_token, "--registration-token")
+        client = _client(signer_url, allow_plaintext_signer)
+        token = resolve_secret_flag(registration_token, "--registration-token")
+        passphrase = _passphrase(
+            passphrase_stdin, confirm=True, prompt=f"New passphrase for {operator}: "
+        )
+        return client.request(
+            "POST",
+            f"{BASE}/register",
+            {
+                "operator": operator,
+                "registration_token": token,
+                "passphrase": passphrase,
+                "credential_id": credential_id,
+            },
+        )
+
+    _run(action)
+
+
+@operator_app.command
+def unseal(
+    *,
+    operator: OperatorName,
+    passphrase_stdin: PassphraseStdin = False,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Submit this operator's passphrase; the signer unseals once enough operators have."""
+
+    def action() -> Any:
+        client = _client(signer_url, allow_plaintext_signer)
+        passphrase = _passphrase(
+            passphrase_stdin, confirm=False, prompt=f"Passphrase for {operator}: "
+        )
+        return client.request(
+            "POST", f"{BASE}/unseal", {"operator": operator, "passphrase": passphrase}
+        )
+
+    _run(action)
+
+
+@operator_app.command(name="unseal-reset")
+def unseal_reset(
+    *,
+    auth_token: AuthToken,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Drop the passphrases submitted so far (needs the chamber_seal scope)."""
+
+    def action() -> Any:
+        client = _client(signer_url, allow_plaintext_signer, auth_token)
+        return client.request("POST", f"{BASE}/unseal-reset", {})
+
+    _run(action)
+
+
+@operator_app.command
+def seal(
+    *,
+    auth_token: AuthToken,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Seal now: the master key is wiped from memory and new signing requests get 503
+    (needs the chamber_seal scope). To resume, restart the signer (and unseal)."""
+
+    def action() -> Any:
+        client = _client(signer_url, allow_plaintext_signer, auth_token)
+        return client.request("POST", f"{BASE}/seal", {})
+
+    _run(action)
