@@ -165,6 +165,50 @@ class UnsealResource(_VaultResource):
         _answer(resp, vault.unseal(operator, _secret(data)))
 
 
+class CredentialsResource(_VaultResource):
+    """``/api/v1/chamber/unseal/credentials``: list (no authentication: ids are not secret),
+    add and remove (each proven by an existing credential of the operator; no admin override)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        operator = req.get_param("operator")
+        if not operator:
+            raise BadRequest("operator: required query parameter", field="operator")
+        _answer(resp, self.vault.list_credentials(operator))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        vault = self.vault
+        data = _body(req)
+        operator = _str(data, "operator")
+        existing = _str(data, "existing_credential_id")
+        new = _str(data, "new_credential_id")
+        assert operator is not None and existing is not None and new is not None
+        _answer(
+            resp,
+            vault.add_credential(
+                operator,
+                existing,
+                _secret(data, "existing_passphrase"),
+                new,
+                _secret(data, "new_passphrase"),
+                credential_type=_str(data, "credential_type", required=False) or "passphrase",
+            ),
+        )
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        vault = self.vault
+        data = _body(req)
+        operator = _str(data, "operator")
+        existing = _str(data, "existing_credential_id")
+        remove = _str(data, "remove_credential_id")
+        assert operator is not None and existing is not None and remove is not None
+        _answer(
+            resp,
+            vault.remove_credential(
+                operator, existing, _secret(data, "existing_passphrase"), remove
+            ),
+        )
+
+
 class UnsealResetResource(_VaultResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_seal")
@@ -301,5 +345,6 @@ def add_routes(app: falcon.App[falcon.Request, falcon.Response], signer: Signer)
     app.add_route(f"{base}/register", RegisterResource(signer))
     app.add_route(f"{base}/unseal", UnsealResource(signer))
     app.add_route(f"{base}/unseal-reset", UnsealResetResource(signer))
+    app.add_route(f"{base}/unseal/credentials", CredentialsResource(signer))
     app.add_route(f"{base}/seal", SealResource(signer))
     app.add_route(f"{base}/keys/import", KeysImportResource(signer, get_pool))

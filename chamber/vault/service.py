@@ -150,6 +150,8 @@ class Vault:
         self._opening = threading.Event()
         self._stop = threading.Event()
         self._kms_error: str | None = None
+        #: The outer key opened just for one credential change while the bundle is closed.
+        self._scratch_outer: bytearray | None = None
 
     # ------------------------------------------------------------------ reading state
 
@@ -732,6 +734,179 @@ class Vault:
             self.hooks.ceremony_step("unsealed", {})
             return {"status": self._state, "validators_loaded": self._keys_loaded or 0}
 
+    # ------------------------------------------------------------------ credentials
+
+    def list_credentials(self, operator: str) -> dict[str, Any]:
+        """Credential ids are public: listing needs no proof."""
+        op = self._registered_operator(operator)
+        return {"operator": op.name, "credential_ids": [c.credential_id for c in op.credentials]}
+
+    def add_credential(
+        self,
+        operator: str,
+        existing_credential_id: str,
+        existing_material: bytes,
+        new_credential_id: str,
+        new_material: bytes,
+        *,
+        credential_type: str = "passphrase",
+    ) -> dict[str, Any]:
+        """Wrap the operator's share under one more credential, proven by an existing one.
+        New credentials take the current ``vault.argon2`` parameters; old ones keep theirs."""
+        with self._lock:
+            op = self._registered_operator(operator)
+            _check_credential_id(new_credential_id)
+            if op.credential(new_credential_id) is not None:
+                raise Conflict(
+                    f"operator {operator!r} already has a credential {new_credential_id!r}"
+                )
+            self._credential_type(credential_type).validate(new_material)
+            record, bundle, share = self._prove(op, existing_credential_id, existing_material)
+            credential, wrapped = self._wrap_share(
+                record.chamber_id,
+                op,
+                new_credential_id,
+                credential_type,
+                new_material,
+                share.to_bytes(),
+            )
+            entry = bundle[op.name]
+            new_bundle = dict(bundle)
+            new_bundle[op.name] = BundleEntry(
+                pending_share=None, wrapped={**entry.wrapped, new_credential_id: wrapped}
+            )
+            updated = OperatorRecord(
+                name=op.name,
+                index=op.index,
+                credentials=(*op.credentials, credential),
+                registration_token_digest=op.registration_token_digest,
+            )
+            self._commit_operators(record, updated, new_bundle)
+            audit.info(
+                "operator credential added",
+                extra={
+                    "operator": operator,
+                    "credential_id": new_credential_id,
+                    "credential_type": credential_type,
+                },
+            )
+            self.hooks.ceremony_step(
+                "credential_added", {"operator": operator, "credential_id": new_credential_id}
+            )
+            return {"operator": op.name, "credential_id": new_credential_id}
+
+    def remove_credential(
+        self,
+        operator: str,
+        existing_credential_id: str,
+        existing_material: bytes,
+        remove_credential_id: str,
+    ) -> dict[str, Any]:
+        """Remove one credential, proven by an existing one; never the last (409)."""
+        with self._lock:
+            op = self._registered_operator(operator)
+            if op.credential(remove_credential_id) is None:
+                raise BadRequest(
+                    f"remove_credential_id: operator {operator!r} has no credential "
+                    f"{remove_credential_id!r}",
+                    field="remove_credential_id",
+                )
+            if len(op.credentials) == 1:
+                raise Conflict(
+                    f"{remove_credential_id!r} is the last credential of operator {operator!r}; "
+                    "add another one before removing it"
+                )
+            record, bundle, _ = self._prove(op, existing_credential_id, existing_material)
+            entry = bundle[op.name]
+            new_bundle = dict(bundle)
+            new_bundle[op.name] = BundleEntry(
+                pending_share=None,
+                wrapped={k: v for k, v in entry.wrapped.items() if k != remove_credential_id},
+            )
+            updated = OperatorRecord(
+                name=op.name,
+                index=op.index,
+                credentials=tuple(
+                    c for c in op.credentials if c.credential_id != remove_credential_id
+                ),
+                registration_token_digest=op.registration_token_digest,
+            )
+            self._commit_operators(record, updated, new_bundle)
+            audit.info(
+                "operator credential removed",
+                extra={"operator": operator, "credential_id": remove_credential_id},
+            )
+            self.hooks.ceremony_step(
+                "credential_removed", {"operator": operator, "credential_id": remove_credential_id}
+            )
+            return {"operator": op.name, "removed_credential_id": remove_credential_id}
+
+    def _registered_operator(self, operator: str) -> OperatorRecord:
+        record = self._record
+        if record is None or record.operators is None:
+            raise Conflict(f"operator credentials exist only in unseal mode (state {self._state})")
+        op = record.operators.get(operator)
+        if op is None or not op.registered:
+            raise BadRequest(f"operator: unknown operator {operator!r}", field="operator")
+        return op
+
+    def _prove(
+        self, op: OperatorRecord, credential_id: str, material: bytes
+    ) -> tuple[VaultRecord, dict[str, BundleEntry], shamir.Share]:
+        """Open the operator bundle (KMS, if it is not open) and the operator's share with
+        ``credential_id``; failures count against the operator like a wrong unseal."""
+        record = self._record
+        assert record is not None
+        if op.credential(credential_id) is None:
+            raise BadRequest(
+                f"existing_credential_id: operator {op.name!r} has no credential {credential_id!r}",
+                field="existing_credential_id",
+            )
+        self.limiter.check(op.name, "credential")
+        bundle = self._bundle
+        outer = self._outer
+        if bundle is None or outer is None:
+            opened = self._unwrap_kms_layer(record)  # unseal mode: the outer key and bundle
+            if opened.bundle is None or opened.outer is None:
+                opened.forget()
+                raise Conflict("operator credentials exist only in unseal mode")
+            bundle, outer = opened.bundle, opened.outer
+            self._scratch_outer = outer
+        share = self._unwrap_share(
+            record.chamber_id, op, material, bundle=bundle, only=credential_id
+        )
+        if share is None:
+            if self._scratch_outer is not None:
+                zeroize(self._scratch_outer)
+                self._scratch_outer = None
+            self._failed(op.name, "credential")
+            raise Unauthorized(
+                f"wrong passphrase for credential {credential_id!r} of operator {op.name!r}"
+            )
+        self.limiter.success(op.name)
+        return record, bundle, share
+
+    def _commit_operators(
+        self, record: VaultRecord, updated: OperatorRecord, bundle: dict[str, BundleEntry]
+    ) -> None:
+        assert record.operators is not None
+        outer = self._outer if self._outer is not None else self._scratch_outer
+        assert outer is not None
+        key = envelope.derive_key(outer, BUNDLE_PURPOSE)
+        layer = OperatorLayer(
+            threshold=record.operators.threshold,
+            operators=record.operators.with_operator(updated),
+            bundle=envelope.encrypt(key, bundle_to_bytes(bundle), record.chamber_id.encode()),
+        )
+        try:
+            self._commit(record.evolve(operators=layer, updated_at=int(time.time())))
+        finally:
+            if self._scratch_outer is not None and self._scratch_outer is not self._outer:
+                zeroize(self._scratch_outer)
+            self._scratch_outer = None
+        if self._bundle is not None:
+            self._bundle = bundle
+
     def unseal_reset(self) -> dict[str, Any]:
         with self._lock:
             if self._state != states.KMS_UNSEALED:
@@ -835,13 +1010,24 @@ class Vault:
         return credential, wrapped
 
     def _unwrap_share(
-        self, chamber_id: str, op: OperatorRecord, material: bytes
+        self,
+        chamber_id: str,
+        op: OperatorRecord,
+        material: bytes,
+        *,
+        bundle: dict[str, BundleEntry] | None = None,
+        only: str | None = None,
     ) -> shamir.Share | None:
-        assert self._bundle is not None
-        entry = self._bundle.get(op.name)
+        """The operator's share if ``material`` opens one of its credentials (only the
+        credential ``only`` when given), else None."""
+        bundle = self._bundle if bundle is None else bundle
+        assert bundle is not None
+        entry = bundle.get(op.name)
         if entry is None:
             return None
         for credential in op.credentials:
+            if only is not None and credential.credential_id != only:
+                continue
             blob = entry.wrapped.get(credential.credential_id)
             if blob is None:
                 continue
