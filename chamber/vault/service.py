@@ -230,11 +230,12 @@ class Vault:
                 delay = min(delay * 2, self.options.kms_retry_max_seconds)
         with self._lock:
             if self._record is None:
-                self._set_state(states.UNINITIALIZED)
+                if self._state != states.UNINITIALIZED:
+                    self._transition("record_removed")
                 self._issue_setup_token()
                 return
             if self._record.phase == "awaiting_registration":
-                self._set_state(states.AWAITING_REGISTRATION)
+                self._transition("registration_found")
                 # init-reset needs a setup token; this start's token replaces the lost one.
                 self._issue_setup_token()
         self._open_kms_layer_with_retry()

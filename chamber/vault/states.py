@@ -44,6 +44,7 @@ TRANSITIONS: Final[dict[tuple[State, str], State]] = {
     (SEALED, "kms_open_kms_only"): UNSEALED,
     (SEALED, "kms_open_unseal"): KMS_UNSEALED,
     (SEALED, "record_removed"): UNINITIALIZED,
+    (SEALED, "registration_found"): AWAITING_REGISTRATION,
     (KMS_UNSEALED, "operator_threshold"): UNSEALED,
     (KMS_UNSEALED, "seal"): SEALED,
     (KMS_UNSEALED, "record_changed"): SEALED,
