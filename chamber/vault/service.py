@@ -668,7 +668,7 @@ class Vault:
             return answer
 
     def unseal(self, operator: str, material: bytes) -> dict[str, Any]:
-        self._expire_partial()
+        expired = self._expire_partial()
         with self._lock:
             if self._state == states.SEALED:
                 raise Unavailable(
@@ -717,6 +717,11 @@ class Vault:
                 answer: dict[str, Any] = {"shares_received": received, "shares_required": threshold}
                 if duplicate:
                     answer["message"] = f"operator {operator!r} already submitted a share"
+                elif expired:
+                    answer["message"] = (
+                        f"unseal timeout expired: {expired} earlier share(s) were cleared; "
+                        "this share starts a new round"
+                    )
                 return answer
             shares = list(self._partial.values())
             self._partial.clear()
@@ -950,12 +955,14 @@ class Vault:
         self._partial.clear()
         self._partial_started = None
 
-    def _expire_partial(self, *, blocking: bool = True) -> None:
+    def _expire_partial(self, *, blocking: bool = True) -> int:
+        """Clear partial shares older than the unseal timeout; returns how many were cleared."""
         timeout = self.options.unseal_timeout_seconds
         if timeout <= 0 or self._partial_started is None:
-            return
+            return 0
         if not self._lock.acquire(blocking=blocking):
-            return
+            return 0
+        count = 0
         try:
             started = self._partial_started
             if started is not None and self._clock() - started > timeout:
@@ -969,6 +976,7 @@ class Vault:
                 self.hooks.ceremony_step("unseal_timeout", {"shares_cleared": count})
         finally:
             self._lock.release()
+        return count
 
     def _failed(self, operator: str, ceremony: str) -> None:
         failures = self.limiter.failure(operator)
