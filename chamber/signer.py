@@ -245,6 +245,7 @@ def build_vault(settings: Settings, plugins: PluginManager, hooks: VaultHooks) -
         argon2=params,
         unseal_timeout_seconds=state.unseal_timeout_minutes * 60,
         kms_retry_max_seconds=settings.vault.kms_retry_max_seconds,
+        refresh_interval_seconds=state.refresh_interval_seconds,
     )
     limiter = AttemptLimiter(
         free_attempts=brute.free_attempts,

@@ -170,10 +170,11 @@ class CredentialsResource(_VaultResource):
     add and remove (each proven by an existing credential of the operator; no admin override)."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        vault = self.vault
         operator = req.get_param("operator")
         if not operator:
             raise BadRequest("operator: required query parameter", field="operator")
-        _answer(resp, self.vault.list_credentials(operator))
+        _answer(resp, vault.list_credentials(operator))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         vault = self.vault

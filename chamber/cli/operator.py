@@ -8,7 +8,8 @@ refused or could not be reached.
 
 Secrets never travel on the command line: ``--auth-token``, ``--setup-token`` and
 ``--registration-token`` take ``env:VAR`` (or ``-``: one line from standard input), and
-passphrases are read with ``--passphrase-stdin`` or prompted for without echo. Nothing secret is
+passphrases are read with ``--passphrase-stdin`` (``credentials add``: two lines, the existing
+passphrase then the new one) or prompted for without echo. Nothing secret is
 ever printed, except what a ceremony hands to its coordinator by design: the registration tokens
 in the answer of ``operator init``.
 """
@@ -34,8 +35,15 @@ from chamber.errors import ChamberError
 
 operator_app = cyclopts.App(
     name="operator",
-    help="Seal / unseal ceremonies of a running signer (status, init, register, unseal, seal).",
+    help="Seal / unseal ceremonies of a running signer (status, init, register, unseal, seal, "
+    "credentials).",
 )
+credentials_app = cyclopts.App(
+    name="credentials",
+    help="An operator's unseal credentials (add, remove, list). Adding and removing are proven "
+    "by one of the operator's existing credentials; there is no admin override.",
+)
+operator_app.command(credentials_app)
 
 BASE = "/api/v1/chamber"
 DEFAULT_SIGNER_URL = "http://localhost:9000"
@@ -77,6 +85,13 @@ RegistrationToken = Annotated[
     ),
 ]
 OperatorName = Annotated[str, Parameter(name="--operator", help="The operator's name.")]
+ExistingCredentialId = Annotated[
+    str,
+    Parameter(
+        name="--existing-credential-id",
+        help="The credential (e.g. password-1) whose passphrase proves it is this operator.",
+    ),
+]
 PassphraseStdin = Annotated[
     bool,
     Parameter(
@@ -329,5 +344,130 @@ def seal(
     def action() -> Any:
         client = _client(signer_url, allow_plaintext_signer, auth_token)
         return client.request("POST", f"{BASE}/seal", {})
+
+    _run(action)
+
+
+# ---------------------------------------------------------------------- credentials
+
+
+def _credentials_passphrase(stdin: bool, *, new: bool, operator: str) -> str:
+    """One passphrase of ``credentials add`` / ``remove``: a line of standard input, or a
+    prompt without echo (the new passphrase is asked twice)."""
+    prompt = "New passphrase: " if new else "Existing passphrase: "
+    try:
+        return _passphrase(stdin, confirm=new, prompt=prompt)
+    except CliError as error:
+        if stdin and new and error.message.startswith("no passphrase was"):
+            raise CliError(
+                "--passphrase-stdin: credentials add reads two lines from standard input, the "
+                f"existing passphrase of {operator} and then the new one; the new one is missing",
+                2,
+            ) from None
+        raise
+
+
+@credentials_app.command(name="add")
+def credentials_add(
+    *,
+    operator: OperatorName,
+    existing_credential_id: ExistingCredentialId,
+    new_credential_id: Annotated[
+        str,
+        Parameter(
+            name="--new-credential-id",
+            help="Name of the new credential (letters, digits, '.', '_', '-'; up to 64).",
+        ),
+    ],
+    passphrase_stdin: Annotated[
+        bool,
+        Parameter(
+            name="--passphrase-stdin",
+            negative=(),
+            help="Read two lines from standard input, the existing passphrase then the new one, "
+            "instead of prompting.",
+        ),
+    ] = False,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Add a passphrase credential, proven by an existing one (new passphrase: at least 16
+    characters; prompted twice)."""
+
+    def action() -> Any:
+        client = _client(signer_url, allow_plaintext_signer)
+        existing = _credentials_passphrase(passphrase_stdin, new=False, operator=operator)
+        new = _credentials_passphrase(passphrase_stdin, new=True, operator=operator)
+        return client.request(
+            "POST",
+            f"{BASE}/unseal/credentials",
+            {
+                "operator": operator,
+                "existing_credential_id": existing_credential_id,
+                "existing_passphrase": existing,
+                "new_credential_id": new_credential_id,
+                "new_passphrase": new,
+            },
+        )
+
+    _run(action)
+
+
+@credentials_app.command(name="remove")
+def credentials_remove(
+    *,
+    operator: OperatorName,
+    existing_credential_id: ExistingCredentialId,
+    remove_credential_id: Annotated[
+        str,
+        Parameter(
+            name="--remove-credential-id",
+            help="The credential to remove (never the operator's last one).",
+        ),
+    ],
+    passphrase_stdin: Annotated[
+        bool,
+        Parameter(
+            name="--passphrase-stdin",
+            negative=(),
+            help="Read the existing passphrase from one line of standard input instead of "
+            "prompting.",
+        ),
+    ] = False,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Remove a credential, proven by an existing one (possibly the one removed). The last
+    credential cannot be removed."""
+
+    def action() -> Any:
+        client = _client(signer_url, allow_plaintext_signer)
+        existing = _credentials_passphrase(passphrase_stdin, new=False, operator=operator)
+        return client.request(
+            "DELETE",
+            f"{BASE}/unseal/credentials",
+            {
+                "operator": operator,
+                "existing_credential_id": existing_credential_id,
+                "existing_passphrase": existing,
+                "remove_credential_id": remove_credential_id,
+            },
+        )
+
+    _run(action)
+
+
+@credentials_app.command(name="list")
+def credentials_list(
+    *,
+    operator: OperatorName,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """List the operator's credential ids (public: no token, no passphrase)."""
+
+    def action() -> Any:
+        client = _client(signer_url, allow_plaintext_signer)
+        return client.request("GET", f"{BASE}/unseal/credentials", params=[("operator", operator)])
 
     _run(action)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -151,10 +151,9 @@ class KmsSet:
             return parsed
 
         pool = ThreadPoolExecutor(max_workers=len(layer.shares), thread_name_prefix="kms")
+        pending: dict[Future[shamir.Share], KmsShare] = {}
         try:
-            pending: dict[Future[shamir.Share], KmsShare] = {
-                pool.submit(unwrap_one, s): s for s in layer.shares
-            }
+            pending.update({pool.submit(unwrap_one, s): s for s in layer.shares})
             while pending and len(got) < layer.threshold:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -167,7 +166,10 @@ class KmsSet:
                         log.exception("KMS provider failed", extra={"kms_key_id": share.key_id})
                         failures[share.key_id] = f"provider error ({type(error).__name__})"
         finally:
-            # Do not wait for a hanging key once the threshold is reached.
+            # Do not wait for a hanging key once the threshold is reached, but report a key
+            # that fails later: an operator must learn that a key is one failure from loss.
+            for future, share in pending.items():
+                future.add_done_callback(_late_failure_logger(share.key_id))
             pool.shutdown(wait=False, cancel_futures=True)
         if len(got) < layer.threshold:
             detail = "; ".join(f"{k}: {r}" for k, r in failures.items())
@@ -178,6 +180,22 @@ class KmsSet:
             )
         secret = shamir.combine(got[: layer.threshold])
         return secret, UnwrapReport(failures=failures)
+
+
+def _late_failure_logger(key_id: str) -> Callable[[Future[shamir.Share]], None]:
+    def report(future: Future[shamir.Share]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
+            return
+        reason = getattr(error, "reason", None) or f"provider error ({type(error).__name__})"
+        log.warning(
+            "a KMS key could not decrypt its share; unsealed with the others",
+            extra={"kms_key_id": key_id, "reason": reason, "answered_after_threshold": True},
+        )
+
+    return report
 
 
 def _section_name(provider_name: str) -> str:

@@ -112,6 +112,20 @@ class OperatorLayer:
 
 
 @dataclass(frozen=True, slots=True)
+class RotationRecord:
+    """A rotation to a new operator set, committed with the configuration it will replace.
+
+    ``kms`` wraps a new outer key with the current KMS keys; ``operators.bundle`` (under that
+    outer key) holds the new operators' shares of the same master key, plain until each
+    registers. Completing the rotation makes these the record's ``kms`` and ``operators`` in one
+    compare-and-set; cancelling drops them."""
+
+    kms: KmsLayer
+    operators: OperatorLayer
+    started_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class VaultRecord:
     chamber_id: str
     mode: Mode
@@ -121,6 +135,10 @@ class VaultRecord:
     operators: OperatorLayer | None
     created_at: int
     updated_at: int
+    #: A new operator set registering (``rotate unseal`` / ``rotate mode``); signing continues.
+    rotation: RotationRecord | None = None
+    #: Bumped by ``operator seal`` so that every replica polling the record seals too.
+    seal_generation: int = 0
     format: int = RECORD_FORMAT
 
     def evolve(self, **changes: Any) -> VaultRecord:
@@ -137,37 +155,16 @@ class VaultRecord:
             "kcv": b64(self.kcv),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
-            "kms": {
-                "threshold": self.kms.threshold,
-                "shares": [
-                    {"key_id": s.key_id, "index": s.index, "ciphertext": b64(s.ciphertext)}
-                    for s in self.kms.shares
-                ],
-            },
-            "operators": None,
+            "seal_generation": self.seal_generation,
+            "kms": _kms_doc(self.kms),
+            "operators": None if self.operators is None else _operators_doc(self.operators),
+            "rotation": None,
         }
-        if self.operators is not None:
-            doc["operators"] = {
-                "threshold": self.operators.threshold,
-                "bundle": b64(self.operators.bundle),
-                "members": [
-                    {
-                        "name": op.name,
-                        "index": op.index,
-                        "registration_token_digest": op.registration_token_digest,
-                        "credentials": [
-                            {
-                                "credential_id": c.credential_id,
-                                "type": c.type,
-                                "salt": b64(c.salt),
-                                "params": c.params.to_json(),
-                                "created_at": c.created_at,
-                            }
-                            for c in op.credentials
-                        ],
-                    }
-                    for op in self.operators.operators
-                ],
+        if self.rotation is not None:
+            doc["rotation"] = {
+                "kms": _kms_doc(self.rotation.kms),
+                "operators": _operators_doc(self.rotation.operators),
+                "started_at": self.rotation.started_at,
             }
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
@@ -178,32 +175,6 @@ class VaultRecord:
             doc = orjson.loads(raw)
             if doc.get("format") != RECORD_FORMAT:
                 raise ValueError(f"unknown record format {doc.get('format')!r}")
-            kms = doc["kms"]
-            operators = None
-            if doc.get("operators") is not None:
-                ops = doc["operators"]
-                operators = OperatorLayer(
-                    threshold=int(ops["threshold"]),
-                    bundle=unb64(ops["bundle"]),
-                    operators=tuple(
-                        OperatorRecord(
-                            name=str(m["name"]),
-                            index=int(m["index"]),
-                            registration_token_digest=m.get("registration_token_digest"),
-                            credentials=tuple(
-                                CredentialRecord(
-                                    credential_id=str(c["credential_id"]),
-                                    type=str(c["type"]),
-                                    salt=unb64(c["salt"]),
-                                    params=Argon2Params.from_json(c["params"]),
-                                    created_at=int(c["created_at"]),
-                                )
-                                for c in m["credentials"]
-                            ),
-                        )
-                        for m in ops["members"]
-                    ),
-                )
             mode = doc["mode"]
             phase = doc["phase"]
             if mode not in ("kms_only", "unseal") or phase not in (
@@ -211,6 +182,14 @@ class VaultRecord:
                 "ready",
             ):
                 raise ValueError("unknown mode or phase")
+            rotation = None
+            if doc.get("rotation") is not None:
+                rot = doc["rotation"]
+                rotation = RotationRecord(
+                    kms=_kms_from(rot["kms"]),
+                    operators=_operators_from(rot["operators"]),
+                    started_at=int(rot["started_at"]),
+                )
             return cls(
                 chamber_id=str(doc["chamber_id"]),
                 mode=mode,
@@ -218,23 +197,89 @@ class VaultRecord:
                 kcv=unb64(doc["kcv"]),
                 created_at=int(doc["created_at"]),
                 updated_at=int(doc["updated_at"]),
-                kms=KmsLayer(
-                    threshold=int(kms["threshold"]),
-                    shares=tuple(
-                        KmsShare(
-                            key_id=str(s["key_id"]),
-                            index=int(s["index"]),
-                            ciphertext=unb64(s["ciphertext"]),
-                        )
-                        for s in kms["shares"]
-                    ),
-                ),
-                operators=operators,
+                kms=_kms_from(doc["kms"]),
+                operators=None
+                if doc.get("operators") is None
+                else _operators_from(doc["operators"]),
+                rotation=rotation,
+                seal_generation=int(doc.get("seal_generation", 0)),
             )
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as error:
             raise ValueError(
                 f"the stored vault record is malformed ({type(error).__name__})"
             ) from None
+
+
+def _kms_doc(layer: KmsLayer) -> dict[str, Any]:
+    return {
+        "threshold": layer.threshold,
+        "shares": [
+            {"key_id": s.key_id, "index": s.index, "ciphertext": b64(s.ciphertext)}
+            for s in layer.shares
+        ],
+    }
+
+
+def _kms_from(doc: Any) -> KmsLayer:
+    return KmsLayer(
+        threshold=int(doc["threshold"]),
+        shares=tuple(
+            KmsShare(
+                key_id=str(s["key_id"]), index=int(s["index"]), ciphertext=unb64(s["ciphertext"])
+            )
+            for s in doc["shares"]
+        ),
+    )
+
+
+def _operators_doc(layer: OperatorLayer) -> dict[str, Any]:
+    return {
+        "threshold": layer.threshold,
+        "bundle": b64(layer.bundle),
+        "members": [
+            {
+                "name": op.name,
+                "index": op.index,
+                "registration_token_digest": op.registration_token_digest,
+                "credentials": [
+                    {
+                        "credential_id": c.credential_id,
+                        "type": c.type,
+                        "salt": b64(c.salt),
+                        "params": c.params.to_json(),
+                        "created_at": c.created_at,
+                    }
+                    for c in op.credentials
+                ],
+            }
+            for op in layer.operators
+        ],
+    }
+
+
+def _operators_from(doc: Any) -> OperatorLayer:
+    return OperatorLayer(
+        threshold=int(doc["threshold"]),
+        bundle=unb64(doc["bundle"]),
+        operators=tuple(
+            OperatorRecord(
+                name=str(m["name"]),
+                index=int(m["index"]),
+                registration_token_digest=m.get("registration_token_digest"),
+                credentials=tuple(
+                    CredentialRecord(
+                        credential_id=str(c["credential_id"]),
+                        type=str(c["type"]),
+                        salt=unb64(c["salt"]),
+                        params=Argon2Params.from_json(c["params"]),
+                        created_at=int(c["created_at"]),
+                    )
+                    for c in m["credentials"]
+                ),
+            )
+            for m in doc["members"]
+        ),
+    )
 
 
 # ---------------------------------------------------------------------- the operator bundle

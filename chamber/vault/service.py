@@ -41,6 +41,7 @@ from chamber.vault.records import (
     CredentialRecord,
     OperatorLayer,
     OperatorRecord,
+    RotationRecord,
     VaultRecord,
     bundle_from_bytes,
     bundle_to_bytes,
@@ -92,10 +93,19 @@ DEFAULT_ARGON2 = kdf.Argon2Params()
 
 
 @dataclass(frozen=True, slots=True)
+class _Registration:
+    layer: OperatorLayer
+    bundle: dict[str, BundleEntry]
+    registered: int
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
 class VaultOptions:
     argon2: kdf.Argon2Params = DEFAULT_ARGON2
     unseal_timeout_seconds: float = 30 * 60
     kms_retry_max_seconds: float = 60.0
+    refresh_interval_seconds: float = 0.0
 
 
 class VaultHooks:
@@ -150,6 +160,9 @@ class Vault:
         self._opening = threading.Event()
         self._stop = threading.Event()
         self._kms_error: str | None = None
+        self._seal_seen = 0
+        self._rotation_outer: bytearray | None = None
+        self._rotation_bundle: dict[str, BundleEntry] | None = None
         #: The outer key opened just for one credential change while the bundle is closed.
         self._scratch_outer: bytearray | None = None
 
@@ -218,6 +231,8 @@ class Vault:
             try:
                 with self._lock:
                     self._load_record()
+                    if self._record is not None:
+                        self._seal_seen = self._record.seal_generation
                 break
             except ChamberError as error:
                 self._kms_error = error.message
@@ -228,6 +243,8 @@ class Vault:
                 if self._stop.wait(delay):
                     return
                 delay = min(delay * 2, self.options.kms_retry_max_seconds)
+        if self.options.refresh_interval_seconds > 0:
+            threading.Thread(target=self._poll, name="vault-poll", daemon=True).start()
         with self._lock:
             if self._record is None:
                 if self._state != states.UNINITIALIZED:
@@ -277,9 +294,7 @@ class Vault:
                 record = self._record
                 if record is None or self._sealed_by_operator:
                     return
-                if self._state not in (states.SEALED, states.AWAITING_REGISTRATION):
-                    return
-                if self._state == states.AWAITING_REGISTRATION and self._bundle is not None:
+                if not self._needs_opening():
                     return
             try:
                 opened = self._unwrap_kms_layer(record)
@@ -291,7 +306,11 @@ class Vault:
                 )
             else:
                 with self._lock:
-                    if self._record is record and not self._sealed_by_operator:
+                    if (
+                        self._record is record
+                        and not self._sealed_by_operator
+                        and self._needs_opening()
+                    ):
                         self._kms_error = None
                         self._apply_opened(record, opened)
                         return
@@ -304,6 +323,12 @@ class Vault:
                     self._load_record()
                 except ChamberError as error:
                     self._kms_error = error.message
+
+    def _needs_opening(self) -> bool:
+        """Whether the KMS layer still has to be opened (another thread may have done it)."""
+        if self._state == states.SEALED:
+            return True
+        return self._state == states.AWAITING_REGISTRATION and self._bundle is None
 
     def _unwrap_kms_layer(self, record: VaultRecord) -> _Opened:
         if record.mode == "kms_only":
@@ -321,7 +346,8 @@ class Vault:
         self._report_kms_failures(report.failures)
         outer = bytearray(secret)
         try:
-            bundle = self._open_bundle(outer, record)
+            assert record.operators is not None
+            bundle = self._decrypt_bundle(outer, record.operators, record.chamber_id)
         except ChamberError:
             zeroize(outer)
             raise
@@ -346,21 +372,17 @@ class Vault:
                 extra={"kms_key_id": key_id, "reason": reason},
             )
 
-    def _open_bundle(self, outer: bytearray, record: VaultRecord) -> dict[str, BundleEntry]:
-        assert record.operators is not None
+    def _decrypt_bundle(
+        self, outer: bytearray, layer: OperatorLayer, chamber_id: str
+    ) -> dict[str, BundleEntry]:
         key = envelope.derive_key(outer, BUNDLE_PURPOSE)
         try:
-            raw = envelope.decrypt(key, record.operators.bundle, record.chamber_id.encode())
+            raw = envelope.decrypt(key, layer.bundle, chamber_id.encode())
         except envelope.EnvelopeError:
             raise KeyCheckFailed(
                 "the operator bundle does not open with the key rebuilt from the KMS shares"
             ) from None
         return bundle_from_bytes(raw)
-
-    def _seal_bundle(self, record_chamber_id: str, bundle: dict[str, BundleEntry]) -> bytes:
-        assert self._outer is not None
-        key = envelope.derive_key(self._outer, BUNDLE_PURPOSE)
-        return envelope.encrypt(key, bundle_to_bytes(bundle), record_chamber_id.encode())
 
     # ------------------------------------------------------------------ transitions
 
@@ -386,12 +408,38 @@ class Vault:
             log.exception("loading the encrypted key stores failed")
             self._keys_loaded = 0
         self._transition(event)
+        if self._record is not None and self._record.rotation is not None:
+            self._transition("rotation_started")  # a rotation was pending at restart
 
     def _follow_stored(self) -> None:
         """The stored record was changed by another replica: drop what is stale and move to
         the state the record implies (opening the KMS layer again where needed)."""
         record = self._record
         state = self._state
+        if record is not None and record.seal_generation > self._seal_seen:
+            self._seal_seen = record.seal_generation
+            if state in (states.KMS_UNSEALED, states.UNSEALED, states.AWAITING_ROTATION):
+                self._seal_here("chamber sealed: another replica was sealed by an operator")
+                self.hooks.ceremony_step("seal", {"followed": True})
+                return
+        if state in (states.UNSEALED, states.AWAITING_ROTATION):
+            master = self._master
+            if (
+                record is None
+                or master is None
+                or not envelope.verify_key_check(master.material, record.kcv)
+            ):
+                self._seal_here("chamber sealed: the stored master-key configuration changed")
+                return
+            if record.rotation is None:
+                self._forget_rotation()
+                if state == states.AWAITING_ROTATION:
+                    self._transition("rotation_complete")
+            else:
+                self._forget_rotation()  # reopened from the new record when needed
+                if state == states.UNSEALED:
+                    self._transition("rotation_started")
+            return
         if record is None:
             if state in (states.AWAITING_REGISTRATION, states.SEALED):
                 self._forget_secrets()
@@ -419,6 +467,20 @@ class Vault:
             self._forget_secrets()
             self._start_opening()
 
+    def _sync(self) -> None:
+        """Before a ceremony changes the record: catch up with another replica's change
+        (one read), so a stale copy does not cost the operator a 409 and a retry."""
+        try:
+            found = self.store.get(RECORD_KEY)
+        except ChamberError:
+            return  # the compare-and-set will tell
+        if (0 if found is None else found[1]) != self._version:
+            try:
+                self._load_record()
+            except ChamberError:
+                return  # a corrupt record: the ceremony's own checks refuse
+            self._follow_stored()
+
     def _start_opening(self) -> None:
         threading.Thread(
             target=self._open_kms_layer_with_retry, name="vault-open", daemon=True
@@ -431,6 +493,8 @@ class Vault:
         try:
             value = TOMBSTONE if record is None else record.to_bytes()
             self._version = self.store.put(RECORD_KEY, value, self._version)
+            if record is not None:
+                self._seal_seen = record.seal_generation
         except Conflict:
             # Another replica changed the record: follow it and tell the caller.
             self._load_record()
@@ -464,6 +528,7 @@ class Vault:
         unseal_threshold: int | None = None,
     ) -> dict[str, Any]:
         with self._lock:
+            self._sync()
             if self._state != states.UNINITIALIZED:
                 raise Conflict(
                     f"already initialized (state {self._state}); use operator rotate kms, "
@@ -515,20 +580,10 @@ class Vault:
                 master.zeroize()
                 zeroize(outer)
                 raise
-            shares = shamir.split(bytes(master.material), unseal_threshold, len(names))
+            tokens, operator_layer, bundle = _new_operator_layer(
+                bytes(master.material), names, unseal_threshold, outer, chamber_id
+            )
             master.zeroize()
-            tokens: dict[str, str] = {}
-            members: list[OperatorRecord] = []
-            bundle: dict[str, BundleEntry] = {}
-            for name, share in zip(names, shares, strict=True):
-                token = new_registration_token()
-                tokens[name] = token
-                members.append(
-                    OperatorRecord(
-                        name=name, index=share.index, registration_token_digest=token_digest(token)
-                    )
-                )
-                bundle[name] = BundleEntry(pending_share=share.to_bytes())
             self._outer = outer
             record = VaultRecord(
                 chamber_id=chamber_id,
@@ -536,11 +591,7 @@ class Vault:
                 phase="awaiting_registration",
                 kcv=kcv,
                 kms=layer,
-                operators=OperatorLayer(
-                    threshold=unseal_threshold,
-                    operators=tuple(members),
-                    bundle=self._seal_bundle(chamber_id, bundle),
-                ),
+                operators=operator_layer,
                 created_at=now,
                 updated_at=now,
             )
@@ -561,6 +612,7 @@ class Vault:
 
     def init_reset(self, setup_token: str | None) -> dict[str, Any]:
         with self._lock:
+            self._sync()
             if self._state != states.AWAITING_REGISTRATION:
                 raise Conflict(
                     f"init-reset is only possible while awaiting_registration (state {self._state})"
@@ -584,80 +636,44 @@ class Vault:
         credential_type: str = "passphrase",
     ) -> dict[str, Any]:
         with self._lock:
+            self._sync()
+            if self._state == states.AWAITING_ROTATION:
+                return self._register_rotation(
+                    operator, registration_token, material, credential_id, credential_type
+                )
             if self._state != states.AWAITING_REGISTRATION:
                 raise Conflict(f"no registration is in progress (state {self._state})")
             record = self._record
             if record is None or record.operators is None:
                 raise Conflict("no registration is in progress")
-            if self._bundle is None:
-                raise Unavailable(
-                    "the KMS layer is not open yet, so registrations cannot be stored; retry "
-                    "shortly (see operator status for KMS errors)",
-                    retry_after=2,
-                )
-            op = record.operators.get(operator)
-            if op is None:
-                raise BadRequest(f"operator: unknown operator {operator!r}", field="operator")
-            self.limiter.check(operator, "registration")
-            if op.registration_token_digest is None:
-                raise Conflict(
-                    f"operator {operator!r} has already registered; registration tokens are "
-                    "single-use (add credentials with operator credentials add)"
-                )
-            if not token_matches(registration_token, op.registration_token_digest):
-                self._failed(operator, "register")
-                raise Unauthorized(f"invalid registration token for operator {operator!r}")
-            cred_type = self._credential_type(credential_type)
-            _check_credential_id(credential_id)
-            cred_type.validate(material)
-            entry = self._bundle[operator]
-            assert entry.pending_share is not None
-            credential, wrapped = self._wrap_share(
+            if self._bundle is None or self._outer is None:
+                # Not open yet (start-up, or just followed another replica's change): open
+                # it now rather than send the operator away.
+                opened = self._unwrap_kms_layer(record)
+                if opened.outer is None or opened.bundle is None:
+                    opened.forget()
+                    raise Conflict("no registration is in progress")
+                self._outer, self._bundle = opened.outer, opened.bundle
+            step = self._registration_step(
                 record.chamber_id,
-                op,
+                record.operators,
+                self._bundle,
+                self._outer,
+                operator,
+                registration_token,
+                material,
                 credential_id,
                 credential_type,
-                material,
-                entry.pending_share,
             )
-            new_bundle = dict(self._bundle)
-            new_bundle[operator] = BundleEntry(pending_share=None, wrapped={credential_id: wrapped})
-            updated_op = OperatorRecord(
-                name=op.name,
-                index=op.index,
-                credentials=(credential,),
-                registration_token_digest=None,
-            )
-            operators = record.operators.with_operator(updated_op)
-            layer = OperatorLayer(
-                threshold=record.operators.threshold,
-                operators=operators,
-                bundle=self._seal_bundle(record.chamber_id, new_bundle),
-            )
-            remaining = sum(1 for o in operators if not o.registered)
             new_record = record.evolve(
-                operators=layer,
-                phase="ready" if remaining == 0 else "awaiting_registration",
+                operators=step.layer,
+                phase="ready" if step.remaining == 0 else "awaiting_registration",
                 updated_at=int(time.time()),
             )
             self._commit(new_record)
-            self._bundle = new_bundle
-            self.limiter.success(operator)
-            registered = len(operators) - remaining
-            audit.info(
-                "operator registered",
-                extra={
-                    "operator": operator,
-                    "credential_id": credential_id,
-                    "registered": registered,
-                    "remaining": remaining,
-                },
-            )
-            self.hooks.ceremony_step(
-                "register", {"operator": operator, "registered": registered, "remaining": remaining}
-            )
-            answer: dict[str, Any] = {"registered": registered, "remaining": remaining}
-            if remaining == 0:
+            self._bundle = step.bundle
+            answer = self._registered(operator, credential_id, step)
+            if step.remaining == 0:
                 self._setup_digest = None
                 self._forget_secrets()
                 self._transition("registration_complete")
@@ -666,6 +682,297 @@ class Vault:
                 # kms_unsealed by itself.
                 self._start_opening()
             return answer
+
+    def _register_rotation(
+        self,
+        operator: str,
+        registration_token: str | None,
+        material: bytes,
+        credential_id: str,
+        credential_type: str,
+    ) -> dict[str, Any]:
+        record = self._record
+        assert record is not None and record.rotation is not None
+        rotation = record.rotation
+        if self._rotation_bundle is None or self._rotation_outer is None:
+            opened_outer, _ = self.kms.unwrap(rotation.kms, record.chamber_id, OUTER_PURPOSE)
+            outer = bytearray(opened_outer)
+            try:
+                bundle = self._decrypt_bundle(outer, rotation.operators, record.chamber_id)
+            except ChamberError:
+                zeroize(outer)
+                raise
+            self._rotation_outer, self._rotation_bundle = outer, bundle
+        step = self._registration_step(
+            record.chamber_id,
+            rotation.operators,
+            self._rotation_bundle,
+            self._rotation_outer,
+            operator,
+            registration_token,
+            material,
+            credential_id,
+            credential_type,
+        )
+        now = int(time.time())
+        if step.remaining:
+            new_record = record.evolve(
+                rotation=RotationRecord(
+                    kms=rotation.kms, operators=step.layer, started_at=rotation.started_at
+                ),
+                updated_at=now,
+            )
+        else:
+            # The last registration: the new operator set replaces the old one in the same
+            # compare-and-set; the rotation's outer key becomes the KMS layer's secret.
+            new_record = record.evolve(
+                mode="unseal",
+                kms=rotation.kms,
+                operators=step.layer,
+                rotation=None,
+                updated_at=now,
+            )
+        self._commit(new_record)
+        self._rotation_bundle = step.bundle
+        answer = self._registered(operator, credential_id, step)
+        if step.remaining == 0:
+            self._forget_rotation()
+            self._transition("rotation_complete")
+            audit.info("operator rotation complete", extra={"mode": "unseal"})
+            self.hooks.ceremony_step("rotation_complete", {"kind": "unseal"})
+            answer["status"] = self._state
+        return answer
+
+    def _registration_step(
+        self,
+        chamber_id: str,
+        layer: OperatorLayer,
+        bundle: dict[str, BundleEntry],
+        outer: bytearray,
+        operator: str,
+        registration_token: str | None,
+        material: bytes,
+        credential_id: str,
+        credential_type: str,
+    ) -> _Registration:
+        """Check a registration against ``layer`` and build the layer and bundle after it."""
+        op = layer.get(operator)
+        if op is None:
+            raise BadRequest(f"operator: unknown operator {operator!r}", field="operator")
+        self.limiter.check(operator, "registration")
+        if op.registration_token_digest is None:
+            raise Conflict(
+                f"operator {operator!r} has already registered; registration tokens are "
+                "single-use (add credentials with operator credentials add)"
+            )
+        if not token_matches(registration_token, op.registration_token_digest):
+            self._failed(operator, "register")
+            raise Unauthorized(f"invalid registration token for operator {operator!r}")
+        cred_type = self._credential_type(credential_type)
+        _check_credential_id(credential_id)
+        cred_type.validate(material)
+        entry = bundle[operator]
+        assert entry.pending_share is not None
+        credential, wrapped = self._wrap_share(
+            chamber_id, op, credential_id, credential_type, material, entry.pending_share
+        )
+        new_bundle = dict(bundle)
+        new_bundle[operator] = BundleEntry(pending_share=None, wrapped={credential_id: wrapped})
+        updated_op = OperatorRecord(
+            name=op.name, index=op.index, credentials=(credential,), registration_token_digest=None
+        )
+        operators = layer.with_operator(updated_op)
+        new_layer = OperatorLayer(
+            threshold=layer.threshold,
+            operators=operators,
+            bundle=_encrypt_bundle(outer, chamber_id, new_bundle),
+        )
+        remaining = sum(1 for o in operators if not o.registered)
+        self.limiter.success(operator)
+        return _Registration(new_layer, new_bundle, len(operators) - remaining, remaining)
+
+    def _registered(self, operator: str, credential_id: str, step: _Registration) -> dict[str, Any]:
+        audit.info(
+            "operator registered",
+            extra={
+                "operator": operator,
+                "credential_id": credential_id,
+                "registered": step.registered,
+                "remaining": step.remaining,
+            },
+        )
+        self.hooks.ceremony_step(
+            "register",
+            {"operator": operator, "registered": step.registered, "remaining": step.remaining},
+        )
+        return {"registered": step.registered, "remaining": step.remaining}
+
+    # ------------------------------------------------------------------ rotations
+
+    def rotate_kms(self, kms_key_ids: Sequence[str], kms_threshold: int) -> dict[str, Any]:
+        """Re-split and re-wrap under a new KMS key set; the master key stays the same. Every
+        new key proves an encrypt + decrypt round trip first; any failure changes nothing."""
+        with self._lock:
+            self._sync()
+            record, master = self._require_unsealed("rotate kms")
+            if record.rotation is not None:
+                raise Conflict(
+                    "an operator rotation is in progress; finish or cancel it "
+                    "(operator rotate unseal-cancel) before rotating KMS keys"
+                )
+            self.kms.validate(kms_key_ids, kms_threshold)
+            if record.mode == "kms_only":
+                layer = self.kms.wrap(
+                    master.material, kms_key_ids, kms_threshold, record.chamber_id, MASTER_PURPOSE
+                )
+                new_record = record.evolve(kms=layer, updated_at=int(time.time()))
+            else:
+                assert record.operators is not None
+                # The operator bundle moves to a new outer key wrapped by the new KMS keys.
+                old_outer, _ = self.kms.unwrap(record.kms, record.chamber_id, OUTER_PURPOSE)
+                old = bytearray(old_outer)
+                try:
+                    bundle = self._decrypt_bundle(old, record.operators, record.chamber_id)
+                finally:
+                    zeroize(old)
+                outer = bytearray(os.urandom(32))
+                try:
+                    layer = self.kms.wrap(
+                        outer, kms_key_ids, kms_threshold, record.chamber_id, OUTER_PURPOSE
+                    )
+                    operators = OperatorLayer(
+                        threshold=record.operators.threshold,
+                        operators=record.operators.operators,
+                        bundle=_encrypt_bundle(outer, record.chamber_id, bundle),
+                    )
+                finally:
+                    zeroize(outer)
+                new_record = record.evolve(
+                    kms=layer, operators=operators, updated_at=int(time.time())
+                )
+            self._commit(new_record)
+            audit.warning(
+                "KMS keys rotated",
+                extra={"kms_keys": list(kms_key_ids), "kms_threshold": kms_threshold},
+            )
+            self.hooks.ceremony_step("rotation_complete", {"kind": "kms"})
+            return {"status": "ok", "shares": len(kms_key_ids), "threshold": kms_threshold}
+
+    def rotate_unseal(self, operators: Sequence[str], unseal_threshold: int) -> dict[str, Any]:
+        """Start replacing the operator set (signing continues in awaiting_rotation)."""
+        with self._lock:
+            self._sync()
+            record, _ = self._require_unsealed("rotate unseal")
+            if record.mode != "unseal":
+                raise Conflict(
+                    "the chamber is in kms_only mode: use operator rotate mode --mode unseal"
+                )
+            return self._start_rotation(record, operators, unseal_threshold, "unseal")
+
+    def rotate_mode(
+        self,
+        mode: str,
+        operators: Sequence[str] | None = None,
+        unseal_threshold: int | None = None,
+    ) -> dict[str, Any]:
+        with self._lock:
+            self._sync()
+            record, master = self._require_unsealed("rotate mode")
+            if mode not in ("kms_only", "unseal"):
+                raise BadRequest("mode: must be kms_only or unseal", field="mode")
+            if mode == record.mode:
+                raise Conflict(f"the chamber is already in {mode} mode")
+            if mode == "unseal":
+                if not operators or unseal_threshold is None:
+                    raise BadRequest(
+                        "operators: switching to unseal mode needs operators and an "
+                        "unseal_threshold",
+                        field="operators",
+                    )
+                return self._start_rotation(record, operators, unseal_threshold, "mode")
+            if operators or unseal_threshold is not None:
+                raise BadRequest("operators: kms_only mode has no operators", field="operators")
+            if record.rotation is not None:
+                raise Conflict("an operator rotation is in progress; cancel it first")
+            layer = self.kms.wrap(
+                master.material,
+                record.kms.key_ids,
+                record.kms.threshold,
+                record.chamber_id,
+                MASTER_PURPOSE,
+            )
+            self._commit(
+                record.evolve(
+                    mode="kms_only", kms=layer, operators=None, updated_at=int(time.time())
+                )
+            )
+            audit.warning("mode switched", extra={"mode": "kms_only"})
+            self.hooks.ceremony_step("rotation_complete", {"kind": "mode"})
+            return {"status": self._state, "mode": "kms_only"}
+
+    def rotate_unseal_cancel(self) -> dict[str, Any]:
+        with self._lock:
+            self._sync()
+            record = self._record
+            if self._state != states.AWAITING_ROTATION or record is None or record.rotation is None:
+                raise Conflict(f"no operator rotation is in progress (state {self._state})")
+            self._commit(record.evolve(rotation=None, updated_at=int(time.time())))
+            self._forget_rotation()
+            self._transition("rotation_cancelled")
+            audit.warning("operator rotation cancelled")
+            self.hooks.ceremony_step("rotation_cancelled", {})
+            return {"status": self._state}
+
+    def _require_unsealed(self, what: str) -> tuple[VaultRecord, MasterKey]:
+        record, master = self._record, self._master
+        if self._state not in states.SIGNING_STATES or record is None or master is None:
+            raise Conflict(f"{what} needs an unsealed chamber (state {self._state})")
+        return record, master
+
+    def _start_rotation(
+        self, record: VaultRecord, operators: Sequence[str], threshold: int, kind: str
+    ) -> dict[str, Any]:
+        if record.rotation is not None:
+            raise Conflict(
+                "an operator rotation is already in progress; cancel it with "
+                "operator rotate unseal-cancel first"
+            )
+        master = self._master
+        assert master is not None
+        names = _validate_operators(operators, threshold)
+        outer = bytearray(os.urandom(32))
+        try:
+            kms_layer = self.kms.wrap(
+                outer,
+                record.kms.key_ids,
+                record.kms.threshold,
+                record.chamber_id,
+                OUTER_PURPOSE,
+            )
+            tokens, layer, bundle = _new_operator_layer(
+                bytes(master.material), names, threshold, outer, record.chamber_id
+            )
+            self._commit(
+                record.evolve(
+                    rotation=RotationRecord(
+                        kms=kms_layer, operators=layer, started_at=int(time.time())
+                    ),
+                    updated_at=int(time.time()),
+                )
+            )
+        except Exception:
+            zeroize(outer)
+            raise
+        self._rotation_outer, self._rotation_bundle = outer, bundle
+        self._transition("rotation_started")
+        audit.warning("operator rotation started", extra={"kind": kind, "operators": names})
+        self.hooks.ceremony_step("rotation_started", {"kind": kind, "operators": list(names)})
+        return {"status": self._state, "operator_tokens": tokens}
+
+    def _forget_rotation(self) -> None:
+        zeroize(self._rotation_outer)
+        self._rotation_outer = None
+        self._rotation_bundle = None
 
     def unseal(self, operator: str, material: bytes) -> dict[str, Any]:
         expired = self._expire_partial()
@@ -760,13 +1067,22 @@ class Vault:
         """Wrap the operator's share under one more credential, proven by an existing one.
         New credentials take the current ``vault.argon2`` parameters; old ones keep theirs."""
         with self._lock:
+            self._sync()
             op = self._registered_operator(operator)
-            _check_credential_id(new_credential_id)
+            _check_credential_id(new_credential_id, "new_credential_id")
             if op.credential(new_credential_id) is not None:
                 raise Conflict(
                     f"operator {operator!r} already has a credential {new_credential_id!r}"
                 )
-            self._credential_type(credential_type).validate(new_material)
+            try:
+                self._credential_type(credential_type).validate(new_material)
+            except BadRequest as error:
+                raise BadRequest(
+                    error.message.replace("passphrase", "new_passphrase", 1)
+                    if error.field == "passphrase"
+                    else error.message,
+                    field="new_passphrase" if error.field == "passphrase" else error.field,
+                ) from None
             record, bundle, share = self._prove(op, existing_credential_id, existing_material)
             credential, wrapped = self._wrap_share(
                 record.chamber_id,
@@ -810,6 +1126,7 @@ class Vault:
     ) -> dict[str, Any]:
         """Remove one credential, proven by an existing one; never the last (409)."""
         with self._lock:
+            self._sync()
             op = self._registered_operator(operator)
             if op.credential(remove_credential_id) is None:
                 raise BadRequest(
@@ -925,26 +1242,80 @@ class Vault:
             return {"shares_received": 0, "shares_required": self._record.operators.threshold}
 
     def seal(self) -> dict[str, Any]:
+        """Zeroize and stop signing here, then bump the record's seal generation so every
+        replica polling it seals too. The local seal never waits for or depends on the store."""
         with self._lock:
             if self._state == states.SEALED:
                 self._sealed_by_operator = True
                 return {"status": self._state}
             if states.next_state(self._state, "seal") is None:
                 raise Conflict(f"nothing to seal (state {self._state})")
-            self._sealed_by_operator = True
-            self._transition("seal")
-            master = self._master
-            self._master = None
-            self._forget_secrets()
-            self._keys_loaded = None
-            try:
-                self.hooks.keys_sealed()
-            finally:
-                if master is not None:
-                    master.zeroize()
-            audit.warning("chamber sealed by an operator")
+            self._seal_here("chamber sealed by an operator")
             self.hooks.ceremony_step("seal", {})
+            self._publish_seal()
             return {"status": self._state}
+
+    def _seal_here(self, reason: str) -> None:
+        self._sealed_by_operator = True
+        self._transition("seal")
+        master = self._master
+        self._master = None
+        self._forget_secrets()
+        self._forget_rotation()
+        self._keys_loaded = None
+        try:
+            self.hooks.keys_sealed()
+        finally:
+            if master is not None:
+                master.zeroize()
+        audit.warning(reason)
+
+    def _publish_seal(self) -> None:
+        for _ in range(3):
+            record = self._record
+            if record is None:
+                return
+            try:
+                self._commit(record.evolve(seal_generation=record.seal_generation + 1))
+                return
+            except Conflict:
+                continue  # reloaded by _commit; try again on the current record
+            except ChamberError as error:
+                log.error(
+                    "sealed here, but the seal could not be recorded for the other replicas",
+                    extra={"reason": error.message},
+                )
+                return
+
+    # ------------------------------------------------------------------ following the record
+
+    def _poll(self) -> None:
+        """Replicas sharing the state store follow each other's changes."""
+        interval = self.options.refresh_interval_seconds
+        failing = False
+        while not self._stop.wait(interval):
+            try:
+                found = self.store.get(RECORD_KEY)
+            except ChamberError as error:
+                if not failing:
+                    log.error(
+                        "cannot poll the vault's state store", extra={"reason": error.message}
+                    )
+                failing = True
+                continue
+            failing = False
+            version = 0 if found is None else found[1]
+            if version == self._version:
+                continue
+            with self._lock:
+                try:
+                    self._load_record()
+                except ChamberError as error:
+                    log.error(
+                        "cannot read the vault's state record", extra={"reason": error.message}
+                    )
+                    continue
+                self._follow_stored()
 
     # ------------------------------------------------------------------ helpers
 
@@ -1053,6 +1424,37 @@ class Vault:
         return None
 
 
+def _encrypt_bundle(outer: bytearray, chamber_id: str, bundle: dict[str, BundleEntry]) -> bytes:
+    key = envelope.derive_key(outer, BUNDLE_PURPOSE)
+    return envelope.encrypt(key, bundle_to_bytes(bundle), chamber_id.encode())
+
+
+def _new_operator_layer(
+    master: bytes, names: Sequence[str], threshold: int, outer: bytearray, chamber_id: str
+) -> tuple[dict[str, str], OperatorLayer, dict[str, BundleEntry]]:
+    """Split the master key among ``names``: one registration token each (stored as a
+    digest), the plain shares in a bundle under ``outer`` until each operator registers."""
+    shares = shamir.split(master, threshold, len(names))
+    tokens: dict[str, str] = {}
+    members: list[OperatorRecord] = []
+    bundle: dict[str, BundleEntry] = {}
+    for name, share in zip(names, shares, strict=True):
+        token = new_registration_token()
+        tokens[name] = token
+        members.append(
+            OperatorRecord(
+                name=name, index=share.index, registration_token_digest=token_digest(token)
+            )
+        )
+        bundle[name] = BundleEntry(pending_share=share.to_bytes())
+    layer = OperatorLayer(
+        threshold=threshold,
+        operators=tuple(members),
+        bundle=_encrypt_bundle(outer, chamber_id, bundle),
+    )
+    return tokens, layer, bundle
+
+
 def _share_aad(chamber_id: str, op: OperatorRecord, credential_id: str) -> bytes:
     return f"{chamber_id}|{op.name}|{op.index}|{credential_id}".encode()
 
@@ -1060,11 +1462,11 @@ def _share_aad(chamber_id: str, op: OperatorRecord, credential_id: str) -> bytes
 _CREDENTIAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def _check_credential_id(credential_id: str) -> None:
+def _check_credential_id(credential_id: str, field: str = "credential_id") -> None:
     if not isinstance(credential_id, str) or not _CREDENTIAL_ID.match(credential_id):
         raise BadRequest(
-            "credential_id: 1 to 64 characters of letters, digits, '.', '_' or '-'",
-            field="credential_id",
+            f"{field}: 1 to 64 characters of letters, digits, '.', '_' or '-'",
+            field=field,
         )
 
 

@@ -6,6 +6,10 @@ state on Encrypt / Decrypt (AWS answers ``DisabledException`` / ``KMSInvalidStat
 the server's backend is given that check here; its error messages echo an IAM role, as AWS's
 can, so that tests can prove the provider never repeats them.
 
+``moto_module``: a module's own moto server on the same backends, serving KMS and DynamoDB one
+request at a time (DynamoDB's per-transaction atomicity), where a test can delay chosen requests
+(which KMS key answers last, a slow table); the AWS runbook test drives real signers through it.
+
 ``fake_kms``: a tiny local HTTP server that counts requests and either drops every connection or
 answers every request with a fixed status and AWS error code: the retry tests count attempts
 on the wire, so botocore retries that were not turned off would show up.
@@ -13,13 +17,14 @@ on the wire, so botocore retries that were not turned off would show up.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -103,6 +108,92 @@ def moto_endpoint() -> Iterator[str]:
         patches.undo()
         os.environ.clear()
         os.environ.update(saved)
+
+
+@dataclass
+class ModuleMoto:
+    """``moto_module``: the server's URL, and waits to put in front of chosen requests."""
+
+    url: str
+    #: ``(operation, fragment) -> seconds``: a request whose operation (the end of its
+    #: ``X-Amz-Target``, e.g. ``Decrypt``, ``Scan``) matches and whose body contains ``fragment``
+    #: (a key ARN, a table name) waits that long before moto sees it, without holding up the
+    #: others. Lets a test decide which KMS key answers last, or make a table slow.
+    delays: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+class _OneAtATime:
+    """WSGI middleware: one request at a time, its whole response produced under the lock.
+
+    moto applies a DynamoDB ``TransactWriteItems`` in several Python steps, which DynamoDB does
+    not; serialising the requests gives the server the per-transaction atomicity of the real
+    service (clients still race each other: the server decides the order). Requests matching
+    one of ``moto.delays`` first wait, outside the lock."""
+
+    def __init__(self, app: Any, moto: ModuleMoto) -> None:
+        self.app = app
+        self.moto = moto
+        self.lock = threading.Lock()
+
+    def _delay(self, environ: dict[str, Any]) -> None:
+        if not self.moto.delays:
+            return
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        operation = str(environ.get("HTTP_X_AMZ_TARGET", "")).rsplit(".", 1)[-1]
+        text = body.decode(errors="replace")
+        wait = max(
+            (
+                seconds
+                for (op, fragment), seconds in list(self.moto.delays.items())
+                if op == operation and fragment in text
+            ),
+            default=0.0,
+        )
+        if wait:
+            time.sleep(wait)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        self._delay(environ)
+        with self.lock:
+            result = self.app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+
+
+@pytest.fixture(scope="module")
+def moto_module(moto_endpoint: str) -> Iterator[ModuleMoto]:
+    """A moto server of the module's own, serving KMS *and* DynamoDB on one endpoint, one request
+    at a time (see ``_OneAtATime``), with optional per-request waits (``ModuleMoto.delays``).
+
+    It shares moto's in-process backends with ``moto_endpoint`` (whose fixture provides the
+    dummy credentials and the key-state check, both still in force): a key disabled through
+    either endpoint is disabled on both."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    handler = type("QuietMotoRequestHandler", (_QuietHandler, MotoRequestHandler), {})
+    moto = ModuleMoto(url="")
+    app = _OneAtATime(DomainDispatcherApplication(create_backend_app), moto)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=handler)
+    moto.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, name="moto-module", daemon=True)
+    thread.start()
+    try:
+        yield moto
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 @pytest.fixture
