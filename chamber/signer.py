@@ -126,6 +126,8 @@ class SignerVaultHooks(VaultHooks):
 
     def ceremony_step(self, step: str, details: Any) -> None:
         self.signer.metrics.ceremony_steps.labels(step).inc()
+        if step == "rotation_complete":
+            self.signer.metrics.rotations.labels(str(details.get("kind", "unknown"))).inc()
         self.signer.plugins.emit("chamber_ceremony_step", step=step, details=dict(details))
 
     def credential_failure(self, operator: str, ceremony: str) -> None:

@@ -210,6 +210,55 @@ class CredentialsResource(_VaultResource):
         )
 
 
+class _RotateResource(_VaultResource):
+    def _vault_for_rotation(self, req: falcon.Request) -> Vault:
+        policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_rotate")
+        audit.warning("rotation requested", extra={"policy": policy.name, "path": req.path})
+        return self.vault
+
+
+class RotateKmsResource(_RotateResource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        vault = self._vault_for_rotation(req)
+        data = _body(req)
+        key_ids = _str_list(data, "kms_key_ids")
+        threshold = _int(data, "kms_threshold")
+        assert key_ids is not None and threshold is not None
+        _answer(resp, vault.rotate_kms(key_ids, threshold))
+
+
+class RotateUnsealResource(_RotateResource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        vault = self._vault_for_rotation(req)
+        data = _body(req)
+        operators = _str_list(data, "operators")
+        threshold = _int(data, "unseal_threshold")
+        assert operators is not None and threshold is not None
+        _answer(resp, vault.rotate_unseal(operators, threshold))
+
+
+class RotateUnsealCancelResource(_RotateResource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        vault = self._vault_for_rotation(req)
+        _answer(resp, vault.rotate_unseal_cancel())
+
+
+class RotateModeResource(_RotateResource):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        vault = self._vault_for_rotation(req)
+        data = _body(req)
+        mode = _str(data, "mode")
+        assert mode is not None
+        _answer(
+            resp,
+            vault.rotate_mode(
+                mode,
+                operators=_str_list(data, "operators", required=False),
+                unseal_threshold=_int(data, "unseal_threshold", required=False),
+            ),
+        )
+
+
 class UnsealResetResource(_VaultResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_seal")
@@ -347,5 +396,9 @@ def add_routes(app: falcon.App[falcon.Request, falcon.Response], signer: Signer)
     app.add_route(f"{base}/unseal", UnsealResource(signer))
     app.add_route(f"{base}/unseal-reset", UnsealResetResource(signer))
     app.add_route(f"{base}/unseal/credentials", CredentialsResource(signer))
+    app.add_route(f"{base}/rotate/kms", RotateKmsResource(signer))
+    app.add_route(f"{base}/rotate/unseal", RotateUnsealResource(signer))
+    app.add_route(f"{base}/rotate/unseal-cancel", RotateUnsealCancelResource(signer))
+    app.add_route(f"{base}/rotate/mode", RotateModeResource(signer))
     app.add_route(f"{base}/seal", SealResource(signer))
     app.add_route(f"{base}/keys/import", KeysImportResource(signer, get_pool))

@@ -109,6 +109,12 @@ class Metrics:
             ["step"],
             registry=r,
         )
+        self.rotations = Counter(
+            "containment_rotations_total",
+            "Completed rotations of the master-key configuration, by kind (kms, unseal, mode).",
+            ["kind"],
+            registry=r,
+        )
         self.credential_failures = Counter(
             "containment_credential_failures_total",
             "Rejected operator credentials and setup tokens, by ceremony.",

@@ -29,7 +29,7 @@ from chamber.errors import (
     Unauthorized,
     Unavailable,
 )
-from chamber.vault import states
+from chamber.vault import faults, states
 from chamber.vault.interfaces import CredentialType, StateBackend
 from chamber.vault.kms import KmsSet
 from chamber.vault.limiter import AttemptLimiter
@@ -486,13 +486,15 @@ class Vault:
             target=self._open_kms_layer_with_retry, name="vault-open", daemon=True
         ).start()
 
-    def _commit(self, record: VaultRecord | None) -> None:
+    def _commit(self, record: VaultRecord | None, step: str = "change") -> None:
         """One compare-and-set of the record. ``None`` (init-reset) writes a tombstone instead of
         deleting: versions keep growing, so a replica still holding the old record's version can
         never overwrite a newer initialisation."""
         try:
             value = TOMBSTONE if record is None else record.to_bytes()
+            faults.point(f"{step}:before_commit")
             self._version = self.store.put(RECORD_KEY, value, self._version)
+            faults.point(f"{step}:after_commit")
             if record is not None:
                 self._seal_seen = record.seal_generation
         except Conflict:
@@ -560,7 +562,7 @@ class Vault:
                     updated_at=now,
                 )
                 try:
-                    self._commit(record)
+                    self._commit(step="init", record=record)
                 except Exception:
                     master.zeroize()
                     raise
@@ -596,7 +598,7 @@ class Vault:
                 updated_at=now,
             )
             try:
-                self._commit(record)
+                self._commit(step="init", record=record)
             except Exception:
                 zeroize(self._outer)
                 self._outer = None
@@ -618,7 +620,7 @@ class Vault:
                     f"init-reset is only possible while awaiting_registration (state {self._state})"
                 )
             self._check_setup_token(setup_token)
-            self._commit(None)
+            self._commit(step="init_reset", record=None)
             self._forget_secrets()
             audit.info("initialization reset")
             self.hooks.ceremony_step("init_reset", {})
@@ -670,7 +672,7 @@ class Vault:
                 phase="ready" if step.remaining == 0 else "awaiting_registration",
                 updated_at=int(time.time()),
             )
-            self._commit(new_record)
+            self._commit(step="register", record=new_record)
             self._bundle = step.bundle
             answer = self._registered(operator, credential_id, step)
             if step.remaining == 0:
@@ -732,7 +734,7 @@ class Vault:
                 rotation=None,
                 updated_at=now,
             )
-        self._commit(new_record)
+        self._commit(step="register_rotation", record=new_record)
         self._rotation_bundle = step.bundle
         answer = self._registered(operator, credential_id, step)
         if step.remaining == 0:
@@ -850,7 +852,7 @@ class Vault:
                 new_record = record.evolve(
                     kms=layer, operators=operators, updated_at=int(time.time())
                 )
-            self._commit(new_record)
+            self._commit(step="rotate_kms", record=new_record)
             audit.warning(
                 "KMS keys rotated",
                 extra={"kms_keys": list(kms_key_ids), "kms_threshold": kms_threshold},
@@ -902,9 +904,10 @@ class Vault:
                 MASTER_PURPOSE,
             )
             self._commit(
-                record.evolve(
+                step="rotate_mode",
+                record=record.evolve(
                     mode="kms_only", kms=layer, operators=None, updated_at=int(time.time())
-                )
+                ),
             )
             audit.warning("mode switched", extra={"mode": "kms_only"})
             self.hooks.ceremony_step("rotation_complete", {"kind": "mode"})
@@ -916,7 +919,10 @@ class Vault:
             record = self._record
             if self._state != states.AWAITING_ROTATION or record is None or record.rotation is None:
                 raise Conflict(f"no operator rotation is in progress (state {self._state})")
-            self._commit(record.evolve(rotation=None, updated_at=int(time.time())))
+            self._commit(
+                step="rotate_unseal_cancel",
+                record=record.evolve(rotation=None, updated_at=int(time.time())),
+            )
             self._forget_rotation()
             self._transition("rotation_cancelled")
             audit.warning("operator rotation cancelled")
@@ -953,12 +959,13 @@ class Vault:
                 bytes(master.material), names, threshold, outer, record.chamber_id
             )
             self._commit(
-                record.evolve(
+                step="rotate_unseal",
+                record=record.evolve(
                     rotation=RotationRecord(
                         kms=kms_layer, operators=layer, started_at=int(time.time())
                     ),
                     updated_at=int(time.time()),
-                )
+                ),
             )
         except Exception:
             zeroize(outer)
@@ -1222,7 +1229,10 @@ class Vault:
             bundle=envelope.encrypt(key, bundle_to_bytes(bundle), record.chamber_id.encode()),
         )
         try:
-            self._commit(record.evolve(operators=layer, updated_at=int(time.time())))
+            self._commit(
+                step="credentials",
+                record=record.evolve(operators=layer, updated_at=int(time.time())),
+            )
         finally:
             if self._scratch_outer is not None and self._scratch_outer is not self._outer:
                 zeroize(self._scratch_outer)
@@ -1276,7 +1286,9 @@ class Vault:
             if record is None:
                 return
             try:
-                self._commit(record.evolve(seal_generation=record.seal_generation + 1))
+                self._commit(
+                    step="seal", record=record.evolve(seal_generation=record.seal_generation + 1)
+                )
                 return
             except Conflict:
                 continue  # reloaded by _commit; try again on the current record
