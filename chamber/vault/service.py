@@ -323,6 +323,8 @@ class Vault:
                     self._load_record()
                 except ChamberError as error:
                     self._kms_error = error.message
+                else:
+                    self._follow_seal()
 
     def _needs_opening(self) -> bool:
         """Whether the KMS layer still has to be opened (another thread may have done it)."""
@@ -416,12 +418,8 @@ class Vault:
         the state the record implies (opening the KMS layer again where needed)."""
         record = self._record
         state = self._state
-        if record is not None and record.seal_generation > self._seal_seen:
-            self._seal_seen = record.seal_generation
-            if state in (states.KMS_UNSEALED, states.UNSEALED, states.AWAITING_ROTATION):
-                self._seal_here("chamber sealed: another replica was sealed by an operator")
-                self.hooks.ceremony_step("seal", {"followed": True})
-                return
+        if self._follow_seal():
+            return
         if state in (states.UNSEALED, states.AWAITING_ROTATION):
             master = self._master
             if (
@@ -466,6 +464,24 @@ class Vault:
         elif state == states.SEALED:
             self._forget_secrets()
             self._start_opening()
+
+    def _follow_seal(self) -> bool:
+        """An operator sealed another replica (the record's seal generation grew): seal here
+        too, including a replica still opening its KMS layer. True when it did."""
+        record = self._record
+        if record is None or record.seal_generation <= self._seal_seen:
+            return False
+        self._seal_seen = record.seal_generation
+        if self._state in (states.KMS_UNSEALED, states.UNSEALED, states.AWAITING_ROTATION):
+            self._seal_here("chamber sealed: another replica was sealed by an operator")
+            self.hooks.ceremony_step("seal", {"followed": True})
+            return True
+        if self._state == states.SEALED:
+            self._sealed_by_operator = True  # stop opening; sticky until a restart
+            self._forget_secrets()
+            audit.warning("chamber stays sealed: another replica was sealed by an operator")
+            return True
+        return False
 
     def _sync(self) -> None:
         """Before a ceremony changes the record: catch up with another replica's change
