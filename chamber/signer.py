@@ -120,6 +120,9 @@ class SignerVaultHooks(VaultHooks):
     def keys_sealed(self) -> None:
         self.signer.drop_unsealed_keys()
 
+    def key_count(self) -> int | None:
+        return len(self.signer.registry)
+
     def state_changed(self, old: str, new: str) -> None:
         self.signer.metrics.set_seal_state(new)
         self.signer.plugins.emit("chamber_seal_state_changed", old_state=old, new_state=new)

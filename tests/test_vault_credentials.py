@@ -368,7 +368,9 @@ def test_credential_routes_over_plain_http(chamber: Chamber) -> None:
     chamber.wait_state("unsealed", timeout=15)
     listed = chamber.http("GET", f"{CREDENTIALS_PATH}?operator=bob")
     assert listed.status == 200, listed.body
-    assert listed.json() == {"operator": "bob", "credential_ids": ["password-1"]}
+    assert listed.json()["operator"] == "bob"
+    assert listed.json()["credential_ids"] == ["password-1"]
+    assert [c["type"] for c in listed.json()["credentials"]] == ["passphrase"]
     missing = chamber.http("GET", CREDENTIALS_PATH)
     assert missing.status == 400 and missing.json()["field"] == "operator"
 
@@ -754,10 +756,12 @@ def test_add_in_kms_unsealed_updates_the_open_bundle(lab: Lab) -> None:
         "alice", "password-1", pw("alice"), "password-2", pw("alice", "2")
     )
     assert answer == {"operator": "alice", "credential_id": "password-2"}
-    assert vault.list_credentials("alice") == {
-        "operator": "alice",
-        "credential_ids": ["password-1", "password-2"],
-    }
+    listed = vault.list_credentials("alice")
+    assert listed["credential_ids"] == ["password-1", "password-2"]
+    assert listed["credentials"] == [
+        {"credential_id": cid, "type": "passphrase", "public": {}, "available": True}
+        for cid in ("password-1", "password-2")
+    ]
     assert isinstance(vault.hooks, Hooks)
     assert vault.hooks.steps[-1] == (
         "credential_added",

@@ -79,6 +79,15 @@ def _str_list(data: dict[str, Any], key: str, *, required: bool = True) -> list[
     return value
 
 
+def _public(data: dict[str, Any]) -> dict[str, str] | None:
+    value = data.get("credential_public")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest("credential_public: must be an object", field="credential_public")
+    return value
+
+
 def _secret(data: dict[str, Any], key: str = "passphrase") -> bytes:
     text = _str(data, key)
     assert text is not None
@@ -152,6 +161,7 @@ class RegisterResource(_VaultResource):
                 _secret(data),
                 credential_id=_str(data, "credential_id", required=False) or "password-1",
                 credential_type=_str(data, "credential_type", required=False) or "passphrase",
+                credential_public=_public(data),
             ),
         )
 
@@ -192,6 +202,7 @@ class CredentialsResource(_VaultResource):
                 new,
                 _secret(data, "new_passphrase"),
                 credential_type=_str(data, "credential_type", required=False) or "passphrase",
+                credential_public=_public(data),
             ),
         )
 

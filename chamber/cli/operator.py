@@ -11,14 +11,15 @@ Secrets never travel on the command line: ``--auth-token``, ``--setup-token`` an
 passphrases are read with ``--passphrase-stdin`` (``credentials add``: two lines, the existing
 passphrase then the new one) or prompted for without echo. Nothing secret is
 ever printed, except what a ceremony hands to its coordinator by design: the registration tokens
-in the answer of ``operator init``.
+in the answers of ``operator init``, ``operator rotate unseal`` and ``operator rotate mode --mode
+unseal``.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import cyclopts
 import orjson
@@ -36,7 +37,7 @@ from chamber.errors import ChamberError
 operator_app = cyclopts.App(
     name="operator",
     help="Seal / unseal ceremonies of a running signer (status, init, register, unseal, seal, "
-    "credentials).",
+    "credentials, rotate).",
 )
 credentials_app = cyclopts.App(
     name="credentials",
@@ -44,6 +45,12 @@ credentials_app = cyclopts.App(
     "by one of the operator's existing credentials; there is no admin override.",
 )
 operator_app.command(credentials_app)
+rotate_app = cyclopts.App(
+    name="rotate",
+    help="Rotations while signing continues (kms, unseal, unseal-cancel, mode); each needs the "
+    "chamber_rotate scope and an unsealed chamber.",
+)
+operator_app.command(rotate_app)
 
 BASE = "/api/v1/chamber"
 DEFAULT_SIGNER_URL = "http://localhost:9000"
@@ -85,6 +92,20 @@ RegistrationToken = Annotated[
     ),
 ]
 OperatorName = Annotated[str, Parameter(name="--operator", help="The operator's name.")]
+KmsKeyArns = Annotated[
+    str,
+    Parameter(
+        name="--kms-key-arns",
+        help="Comma-separated KMS key ids (AWS key ARNs, local:NAME, or a plugin's ids).",
+    ),
+]
+KmsThreshold = Annotated[
+    int,
+    Parameter(
+        name="--kms-threshold",
+        help="How many of the KMS keys must answer to rebuild the key.",
+    ),
+]
 ExistingCredentialId = Annotated[
     str,
     Parameter(
@@ -151,6 +172,18 @@ def _passphrase(stdin: bool, *, confirm: bool, prompt: str) -> str:
     return material.decode("utf-8")
 
 
+def _remind_tokens(answer: Any) -> Any:
+    """An answer with registration tokens: remind the coordinator (on standard error) how to
+    hand them out; the tokens themselves go to standard output only."""
+    if isinstance(answer, dict) and answer.get("operator_tokens"):
+        print(
+            "containment-chamber: give each operator their own registration token over a "
+            "secure channel; each works once",
+            file=sys.stderr,
+        )
+    return answer
+
+
 def _run(action: Callable[[], Any]) -> None:
     """Run one command: print its answer, or report the failure without a traceback."""
     try:
@@ -184,20 +217,8 @@ def status(
 def init(
     *,
     setup_token: SetupToken,
-    kms_key_arns: Annotated[
-        str,
-        Parameter(
-            name="--kms-key-arns",
-            help="Comma-separated KMS key ids (AWS key ARNs, local:NAME, or a plugin's ids).",
-        ),
-    ],
-    kms_threshold: Annotated[
-        int,
-        Parameter(
-            name="--kms-threshold",
-            help="How many of the KMS keys must answer to rebuild the key.",
-        ),
-    ],
+    kms_key_arns: KmsKeyArns,
+    kms_threshold: KmsThreshold,
     unseal_threshold: Annotated[
         int | None,
         Parameter(
@@ -229,14 +250,7 @@ def init(
             body["unseal_threshold"] = unseal_threshold
         client = _client(signer_url, allow_plaintext_signer)
         body["setup_token"] = resolve_secret_flag(setup_token, "--setup-token")
-        answer = client.request("POST", f"{BASE}/init", body)
-        if isinstance(answer, dict) and answer.get("operator_tokens"):
-            print(
-                "containment-chamber: give each operator their own registration token over a "
-                "secure channel; each works once",
-                file=sys.stderr,
-            )
-        return answer
+        return _remind_tokens(client.request("POST", f"{BASE}/init", body))
 
     _run(action)
 
@@ -469,5 +483,131 @@ def credentials_list(
     def action() -> Any:
         client = _client(signer_url, allow_plaintext_signer)
         return client.request("GET", f"{BASE}/unseal/credentials", params=[("operator", operator)])
+
+    _run(action)
+
+
+# ---------------------------------------------------------------------- rotations
+
+UnsealThreshold = Annotated[
+    int,
+    Parameter(
+        name="--unseal-threshold",
+        help="How many of the new operators must submit a passphrase to unseal.",
+    ),
+]
+Operators = Annotated[
+    str,
+    Parameter(
+        name="--operators",
+        help="Comma-separated names of the new operator set (each registers with the token "
+        "this command answers).",
+    ),
+]
+
+
+@rotate_app.command(name="kms")
+def rotate_kms(
+    *,
+    auth_token: AuthToken,
+    kms_key_arns: KmsKeyArns,
+    kms_threshold: KmsThreshold,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Move the KMS layer to a new key set and threshold; the master key stays the same and
+    signing continues. Every new key must encrypt and decrypt back first, otherwise nothing
+    changes (needs the chamber_rotate scope)."""
+
+    def action() -> Any:
+        body = {
+            "kms_key_ids": _split(kms_key_arns, "--kms-key-arns"),
+            "kms_threshold": kms_threshold,
+        }
+        client = _client(signer_url, allow_plaintext_signer, auth_token)
+        return client.request("POST", f"{BASE}/rotate/kms", body)
+
+    _run(action)
+
+
+@rotate_app.command(name="unseal")
+def rotate_unseal(
+    *,
+    auth_token: AuthToken,
+    unseal_threshold: UnsealThreshold,
+    operators: Operators,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Start replacing the operator set: answers one registration token per new operator; the
+    signer stays in awaiting_rotation (still signing) until every new operator has registered
+    with operator register (needs the chamber_rotate scope)."""
+
+    def action() -> Any:
+        body = {
+            "operators": _split(operators, "--operators"),
+            "unseal_threshold": unseal_threshold,
+        }
+        client = _client(signer_url, allow_plaintext_signer, auth_token)
+        return _remind_tokens(client.request("POST", f"{BASE}/rotate/unseal", body))
+
+    _run(action)
+
+
+@rotate_app.command(name="unseal-cancel")
+def rotate_unseal_cancel(
+    *,
+    auth_token: AuthToken,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Cancel an operator rotation (or a switch to unseal mode) in progress: the previous
+    operator set stays, every new registration token dies (needs the chamber_rotate scope)."""
+
+    def action() -> Any:
+        client = _client(signer_url, allow_plaintext_signer, auth_token)
+        return client.request("POST", f"{BASE}/rotate/unseal-cancel", {})
+
+    _run(action)
+
+
+@rotate_app.command(name="mode")
+def rotate_mode(
+    *,
+    auth_token: AuthToken,
+    mode: Annotated[
+        Literal["kms_only", "unseal"],
+        Parameter(name="--mode", help="The mode to switch to."),
+    ],
+    unseal_threshold: Annotated[
+        int | None,
+        Parameter(
+            name="--unseal-threshold",
+            help="--mode unseal: how many of the operators must submit a passphrase to unseal.",
+        ),
+    ] = None,
+    operators: Annotated[
+        str | None,
+        Parameter(
+            name="--operators",
+            help="--mode unseal: comma-separated operator names (each registers with the token "
+            "this command answers).",
+        ),
+    ] = None,
+    signer_url: SignerUrl = DEFAULT_SIGNER_URL,
+    allow_plaintext_signer: AllowPlaintext = False,
+) -> None:
+    """Switch between kms_only and unseal mode while signing continues. To unseal mode: answers
+    one registration token per operator and completes when all have registered; to kms_only:
+    immediate (needs the chamber_rotate scope)."""
+
+    def action() -> Any:
+        body: dict[str, Any] = {"mode": mode}
+        if operators is not None:
+            body["operators"] = _split(operators, "--operators")
+        if unseal_threshold is not None:
+            body["unseal_threshold"] = unseal_threshold
+        client = _client(signer_url, allow_plaintext_signer, auth_token)
+        return _remind_tokens(client.request("POST", f"{BASE}/rotate/mode", body))
 
     _run(action)

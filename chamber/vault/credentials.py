@@ -10,10 +10,11 @@ from __future__ import annotations
 import getpass
 import sys
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chamber.errors import BadRequest
+from chamber.vault.interfaces import Enrollment
 
 MIN_PASSPHRASE_CHARACTERS = 16
 
@@ -26,7 +27,13 @@ class PassphraseCredential:
     name = "passphrase"
     description = "a passphrase of at least 16 characters (prompted without echo, or stdin)"
 
-    def obtain(self, options: Mapping[str, Any]) -> bytes:
+    def enroll(self, options: Mapping[str, Any]) -> Enrollment:
+        """A new passphrase: prompted twice (or one line of stdin); nothing public to store."""
+        return Enrollment(self.obtain({**options, "confirm": True}))
+
+    def obtain(
+        self, options: Mapping[str, Any], candidates: Sequence[Mapping[str, str]] = ()
+    ) -> bytes:
         prompt = str(options.get("prompt") or "Passphrase: ")
         if options.get("stdin"):
             line = sys.stdin.readline()

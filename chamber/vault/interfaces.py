@@ -7,7 +7,8 @@ plugins (``chamber.builtin``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
 
@@ -43,17 +44,48 @@ class KmsProvider(Protocol):
     def decrypt(self, key_id: str, ciphertext: bytes, context: Mapping[str, str]) -> bytes: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """A new credential as the operator CLI produced it: the secret material (sent once to
+    the server, never stored or printed) and public parameters the server keeps beside the
+    credential and hands back to the CLI later (a hardware key's credential id and salt)."""
+
+    material: bytes = field(repr=False)
+    public: Mapping[str, str] = field(default_factory=dict)
+
+
 class CredentialType(Protocol):
     """An operator credential type: how the CLI obtains secret material, what the server demands.
 
-    Contract: ``obtain`` runs in the operator CLI and returns the secret material (never printed);
-    ``validate`` runs on the server before a key is derived and raises
-    :class:`chamber.errors.BadRequest` naming the requirement that failed ("passphrase too short").
+    Both halves live in one class so one plugin distribution adds a type everywhere.
+
+    Operator CLI (runs on the operator's machine; may talk to a device or a service):
+    - ``enroll(options)`` creates a new credential (``operator register`` and
+      ``credentials add``) and returns an :class:`Enrollment`.
+    - ``obtain(options, candidates)`` returns the material of an existing credential.
+      ``candidates`` are the public parameters of the operator's credentials of this type, as
+      the server stores them (the unseal names no credential; the type picks the one it can
+      answer, e.g. the hardware key that is plugged in).
+    - ``options`` carries the CLI's flags (``stdin``, ``prompt``, ``secret_id``, ...).
+
+    Server:
+    - ``validate(material)`` runs before a key is derived and raises
+      :class:`chamber.errors.BadRequest` naming the requirement that failed ("passphrase too
+      short").
+
+    Secret material never appears in ``repr``, logs or exception text. The CLI calls ``enroll``
+    and ``obtain`` with a time limit and reports a failure, a hang or a result that is not bytes
+    as an error naming the plugin.
     """
 
     name: str
+    description: str
 
-    def obtain(self, options: Mapping[str, Any]) -> bytes: ...
+    def enroll(self, options: Mapping[str, Any]) -> Enrollment: ...
+
+    def obtain(
+        self, options: Mapping[str, Any], candidates: Sequence[Mapping[str, str]] = ()
+    ) -> bytes: ...
 
     def validate(self, material: bytes) -> None: ...
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -71,6 +72,9 @@ class CredentialRecord:
     salt: bytes
     params: Argon2Params
     created_at: int
+    #: Public parameters of the credential type (e.g. a hardware key's credential id and salt),
+    #: handed back to the operator CLI; never secret.
+    public: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +214,14 @@ class VaultRecord:
             ) from None
 
 
+def _public(doc: Any) -> dict[str, str]:
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+    ):
+        raise ValueError("credential public parameters must map strings to strings")
+    return dict(doc)
+
+
 def _kms_doc(layer: KmsLayer) -> dict[str, Any]:
     return {
         "threshold": layer.threshold,
@@ -248,6 +260,7 @@ def _operators_doc(layer: OperatorLayer) -> dict[str, Any]:
                         "salt": b64(c.salt),
                         "params": c.params.to_json(),
                         "created_at": c.created_at,
+                        "public": dict(c.public),
                     }
                     for c in op.credentials
                 ],
@@ -273,6 +286,7 @@ def _operators_from(doc: Any) -> OperatorLayer:
                         salt=unb64(c["salt"]),
                         params=Argon2Params.from_json(c["params"]),
                         created_at=int(c["created_at"]),
+                        public=_public(c.get("public") or {}),
                     )
                     for c in m["credentials"]
                 ),

@@ -119,6 +119,10 @@ class VaultHooks:
     def keys_sealed(self) -> None:
         """Drop every key that came from a source needing the master key."""
 
+    def key_count(self) -> int | None:
+        """Keys currently loaded (all sources), or None when the vault alone cannot tell."""
+        return None
+
     def state_changed(self, old: State, new: State) -> None: ...
 
     def ceremony_step(self, step: str, details: Mapping[str, Any]) -> None: ...
@@ -210,7 +214,9 @@ class Vault:
         kms_error = self._kms_error
         if kms_error is not None and state in (states.SEALED, states.AWAITING_REGISTRATION):
             seal["kms_error"] = kms_error
-        loaded = self._keys_loaded
+        loaded = self.hooks.key_count()
+        if loaded is None:
+            loaded = self._keys_loaded
         keys = {"loaded": loaded} if state in states.SIGNING_STATES and loaded is not None else None
         return {"seal": seal, "keys": keys}
 
@@ -652,12 +658,18 @@ class Vault:
         *,
         credential_id: str = DEFAULT_CREDENTIAL_ID,
         credential_type: str = "passphrase",
+        credential_public: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         with self._lock:
             self._sync()
             if self._state == states.AWAITING_ROTATION:
                 return self._register_rotation(
-                    operator, registration_token, material, credential_id, credential_type
+                    operator,
+                    registration_token,
+                    material,
+                    credential_id,
+                    credential_type,
+                    credential_public,
                 )
             if self._state != states.AWAITING_REGISTRATION:
                 raise Conflict(f"no registration is in progress (state {self._state})")
@@ -682,6 +694,7 @@ class Vault:
                 material,
                 credential_id,
                 credential_type,
+                credential_public,
             )
             new_record = record.evolve(
                 operators=step.layer,
@@ -708,6 +721,7 @@ class Vault:
         material: bytes,
         credential_id: str,
         credential_type: str,
+        credential_public: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         record = self._record
         assert record is not None and record.rotation is not None
@@ -731,6 +745,7 @@ class Vault:
             material,
             credential_id,
             credential_type,
+            credential_public,
         )
         now = int(time.time())
         if step.remaining:
@@ -755,9 +770,10 @@ class Vault:
         answer = self._registered(operator, credential_id, step)
         if step.remaining == 0:
             self._forget_rotation()
+            kind = "mode" if record.mode == "kms_only" else "unseal"
             self._transition("rotation_complete")
-            audit.info("operator rotation complete", extra={"mode": "unseal"})
-            self.hooks.ceremony_step("rotation_complete", {"kind": "unseal"})
+            audit.info("operator rotation complete", extra={"mode": "unseal", "kind": kind})
+            self.hooks.ceremony_step("rotation_complete", {"kind": kind})
             answer["status"] = self._state
         return answer
 
@@ -772,6 +788,7 @@ class Vault:
         material: bytes,
         credential_id: str,
         credential_type: str,
+        credential_public: Mapping[str, str] | None = None,
     ) -> _Registration:
         """Check a registration against ``layer`` and build the layer and bundle after it."""
         op = layer.get(operator)
@@ -792,7 +809,13 @@ class Vault:
         entry = bundle[operator]
         assert entry.pending_share is not None
         credential, wrapped = self._wrap_share(
-            chamber_id, op, credential_id, credential_type, material, entry.pending_share
+            chamber_id,
+            op,
+            credential_id,
+            credential_type,
+            material,
+            entry.pending_share,
+            credential_public,
         )
         new_bundle = dict(bundle)
         new_bundle[operator] = BundleEntry(pending_share=None, wrapped={credential_id: wrapped})
@@ -975,7 +998,7 @@ class Vault:
                 bytes(master.material), names, threshold, outer, record.chamber_id
             )
             self._commit(
-                step="rotate_unseal",
+                step="rotate_mode" if kind == "mode" else "rotate_unseal",
                 record=record.evolve(
                     rotation=RotationRecord(
                         kms=kms_layer, operators=layer, started_at=int(time.time())
@@ -1075,7 +1098,21 @@ class Vault:
     def list_credentials(self, operator: str) -> dict[str, Any]:
         """Credential ids are public: listing needs no proof."""
         op = self._registered_operator(operator)
-        return {"operator": op.name, "credential_ids": [c.credential_id for c in op.credentials]}
+        return {
+            "operator": op.name,
+            "credential_ids": [c.credential_id for c in op.credentials],
+            "credentials": [
+                {
+                    "credential_id": c.credential_id,
+                    "type": c.type,
+                    "public": dict(c.public),
+                    # A type whose plugin is not installed here is reported, never a crash:
+                    # unsealing with it needs the plugin only on the operator's machine.
+                    "available": c.type in self.credential_types,
+                }
+                for c in op.credentials
+            ],
+        }
 
     def add_credential(
         self,
@@ -1086,6 +1123,7 @@ class Vault:
         new_material: bytes,
         *,
         credential_type: str = "passphrase",
+        credential_public: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Wrap the operator's share under one more credential, proven by an existing one.
         New credentials take the current ``vault.argon2`` parameters; old ones keep theirs."""
@@ -1114,6 +1152,7 @@ class Vault:
                 credential_type,
                 new_material,
                 share.to_bytes(),
+                credential_public,
             )
             entry = bundle[op.name]
             new_bundle = dict(bundle)
@@ -1333,9 +1372,13 @@ class Vault:
                 continue
             failing = False
             version = 0 if found is None else found[1]
-            if version == self._version:
+            if version <= self._version:
                 continue
             with self._lock:
+                # Versions only grow (init-reset writes a tombstone): a version this replica has
+                # reached by its own write since the read is not a change to follow.
+                if version <= self._version:
+                    continue
                 try:
                     self._load_record()
                 except ChamberError as error:
@@ -1403,6 +1446,7 @@ class Vault:
         credential_type: str,
         material: bytes,
         share: bytes,
+        public: Mapping[str, str] | None = None,
     ) -> tuple[CredentialRecord, bytes]:
         salt = kdf.new_salt()
         params = self.options.argon2
@@ -1414,6 +1458,7 @@ class Vault:
             salt=salt,
             params=params,
             created_at=int(time.time()),
+            public=_check_public(public or {}),
         )
         return credential, wrapped
 
@@ -1481,6 +1526,32 @@ def _new_operator_layer(
         bundle=_encrypt_bundle(outer, chamber_id, bundle),
     )
     return tokens, layer, bundle
+
+
+MAX_PUBLIC_ENTRIES = 16
+MAX_PUBLIC_CHARS = 4096
+
+
+def _check_public(public: Mapping[str, str]) -> dict[str, str]:
+    """A credential type's public parameters: a small map of strings (stored in the record)."""
+    if not isinstance(public, Mapping) or len(public) > MAX_PUBLIC_ENTRIES:
+        raise BadRequest(
+            f"credential_public: an object of at most {MAX_PUBLIC_ENTRIES} string entries",
+            field="credential_public",
+        )
+    checked: dict[str, str] = {}
+    for key, value in public.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise BadRequest(
+                "credential_public: keys and values must be strings", field="credential_public"
+            )
+        if len(key) > 64 or len(value) > MAX_PUBLIC_CHARS:
+            raise BadRequest(
+                f"credential_public: key {key[:64]!r} or its value is too long",
+                field="credential_public",
+            )
+        checked[key] = value
+    return checked
 
 
 def _share_aad(chamber_id: str, op: OperatorRecord, credential_id: str) -> bytes:
