@@ -603,7 +603,11 @@ def test_credentials_help_lists_the_runbook_flags() -> None:
         text = _help(operator_app, "credentials", command)
         for flag in flags:
             assert flag in text, (command, flag)
-        assert "--auth-token" not in text and "--yubikey" not in text
+        assert "--auth-token" not in text
+    # The credential-type flags choose the NEW credential's type (issue 6).
+    add_help = _help(operator_app, "credentials", "add")
+    for flag in ("--yubikey", "--secrets-manager-id", "--credential-type"):
+        assert flag in add_help, flag
     assert "--passphrase-stdin" not in _help(operator_app, "credentials", "list")
 
 

@@ -8,6 +8,7 @@ credential. Secrets arrive only in JSON bodies, never in URLs, and are never log
 
 from __future__ import annotations
 
+import base64
 import logging
 import multiprocessing
 import os
@@ -89,6 +90,21 @@ def _public(data: dict[str, Any]) -> dict[str, str] | None:
 
 
 def _secret(data: dict[str, Any], key: str = "passphrase") -> bytes:
+    """Credential material: ``<key>`` (a passphrase, as text) or ``<key with secret>`` (any
+    other credential type's bytes, base64)."""
+    alternative = key.replace("passphrase", "secret")
+    if data.get(alternative) is not None:
+        if data.get(key) is not None:
+            raise BadRequest(f"{key}: give {key} or {alternative}, not both", field=key)
+        encoded = _str(data, alternative)
+        assert encoded is not None
+        try:
+            material = base64.b64decode(encoded.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError):
+            raise BadRequest(f"{alternative}: must be base64", field=alternative) from None
+        if not material:
+            raise BadRequest(f"{alternative}: empty", field=alternative)
+        return material
     text = _str(data, key)
     assert text is not None
     return normalize_passphrase(text)

@@ -25,6 +25,7 @@ import cyclopts
 import orjson
 from cyclopts import Parameter
 
+from chamber.cli import credential_types
 from chamber.cli.remote import (
     CliError,
     SignerClient,
@@ -53,6 +54,12 @@ rotate_app = cyclopts.App(
 operator_app.command(rotate_app)
 
 BASE = "/api/v1/chamber"
+#: Loading every plugin costs time, so the installed types are listed only for --help.
+_INSTALLED_TYPES = (
+    credential_types.describe_installed()
+    if any(arg in ("--help", "-h") for arg in sys.argv)
+    else "run with --help to list the installed types"
+)
 DEFAULT_SIGNER_URL = "http://localhost:9000"
 DEFAULT_CREDENTIAL_ID = "password-1"
 
@@ -106,11 +113,55 @@ KmsThreshold = Annotated[
         help="How many of the KMS keys must answer to rebuild the key.",
     ),
 ]
+ExistingCredentialType = Annotated[
+    str | None,
+    Parameter(
+        name="--existing-credential-type",
+        help="Type of the existing credential that proves it is this operator (default "
+        "passphrase; e.g. yubikey).",
+    ),
+]
 ExistingCredentialId = Annotated[
     str,
     Parameter(
         name="--existing-credential-id",
         help="The credential (e.g. password-1) whose passphrase proves it is this operator.",
+    ),
+]
+Yubikey = Annotated[
+    bool,
+    Parameter(
+        name="--yubikey",
+        negative=(),
+        help="Use a hardware security key (FIDO2 hmac-secret; plugin chamber-yubikey).",
+    ),
+]
+SecretsManagerId = Annotated[
+    str | None,
+    Parameter(
+        name="--secrets-manager-id",
+        help="Use a secret kept in AWS Secrets Manager (its ARN; plugin chamber-secretsmanager).",
+    ),
+]
+SecretsManagerStage = Annotated[
+    str | None,
+    Parameter(
+        name="--secrets-manager-version-stage",
+        help="Version stage of the Secrets Manager secret (default AWSCURRENT).",
+    ),
+]
+CredentialTypeName = Annotated[
+    str | None,
+    Parameter(
+        name="--credential-type",
+        help="Credential type by name; " + _INSTALLED_TYPES + ".",
+    ),
+]
+CredentialTimeout = Annotated[
+    float,
+    Parameter(
+        name="--credential-timeout",
+        help="Seconds to wait for a credential plugin (a device touch, a secrets manager).",
     ),
 ]
 PassphraseStdin = Annotated[
@@ -170,6 +221,10 @@ def _passphrase(stdin: bool, *, confirm: bool, prompt: str) -> str:
         where = "standard input" if stdin else "the prompt"
         raise CliError(f"no passphrase was read from {where}", 2)
     return material.decode("utf-8")
+
+
+def _with(choice: credential_types.Choice, **options: Any) -> credential_types.Choice:
+    return credential_types.Choice(choice.name, {**choice.options, **options})
 
 
 def _remind_tokens(answer: Any) -> Any:
@@ -281,28 +336,47 @@ def register(
         str, Parameter(name="--credential-id", help="Name of this credential.")
     ] = DEFAULT_CREDENTIAL_ID,
     passphrase_stdin: PassphraseStdin = False,
+    yubikey: Yubikey = False,
+    secrets_manager_id: SecretsManagerId = None,
+    secrets_manager_version_stage: SecretsManagerStage = None,
+    credential_type: CredentialTypeName = None,
+    credential_timeout: CredentialTimeout = credential_types.DEFAULT_TIMEOUT_SECONDS,
     signer_url: SignerUrl = DEFAULT_SIGNER_URL,
     allow_plaintext_signer: AllowPlaintext = False,
 ) -> None:
-    """Register this operator's passphrase (at least 16 characters; prompted twice)."""
+    """Register this operator's first credential: a passphrase (at least 16 characters;
+    prompted twice) unless --yubikey, --secrets-manager-id or --credential-type chooses
+    another type."""
 
     def action() -> Any:
         _check_stdin(passphrase_stdin, registration_token, "--registration-token")
+        choice = credential_types.choose(
+            yubikey=yubikey,
+            secrets_manager_id=secrets_manager_id,
+            secrets_manager_version_stage=secrets_manager_version_stage,
+            credential_type=credential_type,
+            stdin=passphrase_stdin,
+        )
         client = _client(signer_url, allow_plaintext_signer)
         token = resolve_secret_flag(registration_token, "--registration-token")
-        passphrase = _passphrase(
-            passphrase_stdin, confirm=True, prompt=f"New passphrase for {operator}: "
-        )
-        return client.request(
-            "POST",
-            f"{BASE}/register",
-            {
-                "operator": operator,
-                "registration_token": token,
-                "passphrase": passphrase,
-                "credential_id": credential_id,
-            },
-        )
+        body: dict[str, Any] = {
+            "operator": operator,
+            "registration_token": token,
+            "credential_id": credential_id,
+        }
+        if choice.name == credential_types.PASSPHRASE:
+            body["passphrase"] = _passphrase(
+                passphrase_stdin, confirm=True, prompt=f"New passphrase for {operator}: "
+            )
+        else:
+            enrolled = credential_types.enroll(
+                _with(choice, operator=operator, credential_id=credential_id),
+                credential_timeout,
+            )
+            body.update(credential_types.material_fields(choice.name, enrolled.material))
+            body["credential_type"] = choice.name
+            body["credential_public"] = dict(enrolled.public)
+        return client.request("POST", f"{BASE}/register", body)
 
     _run(action)
 
@@ -312,19 +386,41 @@ def unseal(
     *,
     operator: OperatorName,
     passphrase_stdin: PassphraseStdin = False,
+    yubikey: Yubikey = False,
+    secrets_manager_id: SecretsManagerId = None,
+    secrets_manager_version_stage: SecretsManagerStage = None,
+    credential_type: CredentialTypeName = None,
+    credential_timeout: CredentialTimeout = credential_types.DEFAULT_TIMEOUT_SECONDS,
     signer_url: SignerUrl = DEFAULT_SIGNER_URL,
     allow_plaintext_signer: AllowPlaintext = False,
 ) -> None:
-    """Submit this operator's passphrase; the signer unseals once enough operators have."""
+    """Submit one of this operator's credentials (no credential id needed: the signer tries
+    them all); the signer unseals once enough operators have."""
 
     def action() -> Any:
+        choice = credential_types.choose(
+            yubikey=yubikey,
+            secrets_manager_id=secrets_manager_id,
+            secrets_manager_version_stage=secrets_manager_version_stage,
+            credential_type=credential_type,
+            stdin=passphrase_stdin,
+        )
         client = _client(signer_url, allow_plaintext_signer)
-        passphrase = _passphrase(
-            passphrase_stdin, confirm=False, prompt=f"Passphrase for {operator}: "
-        )
-        return client.request(
-            "POST", f"{BASE}/unseal", {"operator": operator, "passphrase": passphrase}
-        )
+        body: dict[str, Any] = {"operator": operator}
+        if choice.name == credential_types.PASSPHRASE:
+            body["passphrase"] = _passphrase(
+                passphrase_stdin, confirm=False, prompt=f"Passphrase for {operator}: "
+            )
+        else:
+            listing = client.request(
+                "GET", f"{BASE}/unseal/credentials", params=[("operator", operator)]
+            )
+            candidates = credential_types.candidates_of(listing, choice.name, operator)
+            material = credential_types.obtain(
+                _with(choice, operator=operator), candidates, credential_timeout
+            )
+            body.update(credential_types.material_fields(choice.name, material))
+        return client.request("POST", f"{BASE}/unseal", body)
 
     _run(action)
 
@@ -386,6 +482,7 @@ def credentials_add(
     *,
     operator: OperatorName,
     existing_credential_id: ExistingCredentialId,
+    existing_credential_type: ExistingCredentialType = None,
     new_credential_id: Annotated[
         str,
         Parameter(
@@ -402,29 +499,90 @@ def credentials_add(
             "instead of prompting.",
         ),
     ] = False,
+    yubikey: Yubikey = False,
+    secrets_manager_id: SecretsManagerId = None,
+    secrets_manager_version_stage: SecretsManagerStage = None,
+    credential_type: CredentialTypeName = None,
+    credential_timeout: CredentialTimeout = credential_types.DEFAULT_TIMEOUT_SECONDS,
     signer_url: SignerUrl = DEFAULT_SIGNER_URL,
     allow_plaintext_signer: AllowPlaintext = False,
 ) -> None:
-    """Add a passphrase credential, proven by an existing one (new passphrase: at least 16
-    characters; prompted twice)."""
+    """Add a credential, proven by an existing one. The new one is a passphrase (at least 16
+    characters; prompted twice) unless --yubikey, --secrets-manager-id or --credential-type
+    chooses another type."""
 
     def action() -> Any:
-        client = _client(signer_url, allow_plaintext_signer)
-        existing = _credentials_passphrase(passphrase_stdin, new=False, operator=operator)
-        new = _credentials_passphrase(passphrase_stdin, new=True, operator=operator)
-        return client.request(
-            "POST",
-            f"{BASE}/unseal/credentials",
-            {
-                "operator": operator,
-                "existing_credential_id": existing_credential_id,
-                "existing_passphrase": existing,
-                "new_credential_id": new_credential_id,
-                "new_passphrase": new,
-            },
+        choice = credential_types.choose(
+            yubikey=yubikey,
+            secrets_manager_id=secrets_manager_id,
+            secrets_manager_version_stage=secrets_manager_version_stage,
+            credential_type=credential_type,
+            stdin=passphrase_stdin,
         )
+        client = _client(signer_url, allow_plaintext_signer)
+        body: dict[str, Any] = {
+            "operator": operator,
+            "existing_credential_id": existing_credential_id,
+            "new_credential_id": new_credential_id,
+        }
+        body.update(
+            _existing_proof(
+                client,
+                operator,
+                existing_credential_id,
+                passphrase_stdin,
+                credential_timeout,
+                existing_credential_type,
+            )
+        )
+        if choice.name == credential_types.PASSPHRASE:
+            body["new_passphrase"] = _credentials_passphrase(
+                passphrase_stdin, new=True, operator=operator
+            )
+        else:
+            enrolled = credential_types.enroll(
+                _with(choice, operator=operator, credential_id=new_credential_id),
+                credential_timeout,
+            )
+            body.update(
+                credential_types.material_fields(choice.name, enrolled.material, prefix="new_")
+            )
+            body["credential_type"] = choice.name
+            body["credential_public"] = dict(enrolled.public)
+        return client.request("POST", f"{BASE}/unseal/credentials", body)
 
     _run(action)
+
+
+def _existing_proof(
+    client: SignerClient,
+    operator: str,
+    credential_id: str,
+    passphrase_stdin: bool,
+    timeout: float,
+    existing_type: str | None,
+) -> dict[str, str]:
+    """The ``existing_*`` fields: the existing credential's material. A passphrase unless
+    ``--existing-credential-type`` names another type, whose plugin then produces it."""
+    if existing_type in (None, credential_types.PASSPHRASE):
+        # As the runbook has it: read (or prompted for) before any request, so a missing line
+        # is a usage error that costs no round trip.
+        existing = _credentials_passphrase(passphrase_stdin, new=False, operator=operator)
+        return {"existing_passphrase": existing}
+    assert existing_type is not None
+    listing = client.request("GET", f"{BASE}/unseal/credentials", params=[("operator", operator)])
+    type_name, public = credential_types.credential_type_of(listing, credential_id)
+    if type_name != existing_type:
+        raise CliError(
+            f"--existing-credential-type: {credential_id!r} of operator {operator!r} is a "
+            f"{type_name} credential, not {existing_type}",
+            2,
+        )
+    choice = credential_types.Choice(
+        type_name, {"stdin": passphrase_stdin, "operator": operator, "credential_id": credential_id}
+    )
+    material = credential_types.obtain(choice, [public], timeout)
+    return credential_types.material_fields(type_name, material, prefix="existing_")
 
 
 @credentials_app.command(name="remove")
@@ -432,6 +590,7 @@ def credentials_remove(
     *,
     operator: OperatorName,
     existing_credential_id: ExistingCredentialId,
+    existing_credential_type: ExistingCredentialType = None,
     remove_credential_id: Annotated[
         str,
         Parameter(
@@ -448,6 +607,7 @@ def credentials_remove(
             "prompting.",
         ),
     ] = False,
+    credential_timeout: CredentialTimeout = credential_types.DEFAULT_TIMEOUT_SECONDS,
     signer_url: SignerUrl = DEFAULT_SIGNER_URL,
     allow_plaintext_signer: AllowPlaintext = False,
 ) -> None:
@@ -456,17 +616,22 @@ def credentials_remove(
 
     def action() -> Any:
         client = _client(signer_url, allow_plaintext_signer)
-        existing = _credentials_passphrase(passphrase_stdin, new=False, operator=operator)
-        return client.request(
-            "DELETE",
-            f"{BASE}/unseal/credentials",
-            {
-                "operator": operator,
-                "existing_credential_id": existing_credential_id,
-                "existing_passphrase": existing,
-                "remove_credential_id": remove_credential_id,
-            },
+        body: dict[str, Any] = {
+            "operator": operator,
+            "existing_credential_id": existing_credential_id,
+            "remove_credential_id": remove_credential_id,
+        }
+        body.update(
+            _existing_proof(
+                client,
+                operator,
+                existing_credential_id,
+                passphrase_stdin,
+                credential_timeout,
+                existing_credential_type,
+            )
         )
+        return client.request("DELETE", f"{BASE}/unseal/credentials", body)
 
     _run(action)
 
