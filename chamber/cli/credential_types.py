@@ -37,8 +37,8 @@ def installed_types() -> dict[str, Provider]:
     if _cache is None:
         try:
             _cache = dict(load_plugins().providers("chamber_credential_types"))
-        except ChamberError:
-            _cache = {}
+        except ChamberError as error:  # not cached: a broken plugin is not "no types"
+            raise CliError(f"the installed plugins failed to load: {error.message}", 1) from None
     return _cache
 
 
