@@ -93,6 +93,11 @@ class PluginManager:
                 ) from None
             self.register(plugin, ep.name, version, dist)
 
+    def distribution(self, plugin_name: str) -> str:
+        """The distribution that installed a plugin (``containment-chamber`` for built-ins)."""
+        found = self._versions.get(plugin_name)
+        return (found[1] if found else None) or "containment-chamber"
+
     # ------------------------------------------------------------------ providers
 
     def providers(self, hook_name: str) -> dict[str, Provider]:

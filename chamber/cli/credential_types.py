@@ -1,21 +1,28 @@
 """The operator CLI's side of credential types: choosing one, and calling its plugin safely.
 
 A credential type (``chamber_credential_types``) runs its ``enroll`` / ``obtain`` on the
-operator's machine. Plugins are code we do not control, so each call runs in a worker thread
-with a time limit; an exception, a hang or a result of the wrong type becomes one clear error
-naming the type and the distribution that provides it. Exception text from a plugin is shown
-only when the plugin raised a :class:`chamber.errors.ChamberError` on purpose (its message is
-the plugin's contract); anything else is reported by class name, since its text could quote
-secret material.
+operator's machine. Plugins are code we do not control, so each call runs in a forked
+child process with a time limit; an exception, a hang or a result of the wrong type becomes
+one clear error naming the type and the distribution that provides it. Exception text from a
+plugin is shown only when the plugin raised a :class:`chamber.errors.ChamberError` on purpose
+(its message is the plugin's contract); anything else is reported by class name, since its
+text could quote secret material.
 """
 
 from __future__ import annotations
 
 import base64
-import threading
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from chamber.cli.remote import CliError
 from chamber.errors import ChamberError
@@ -29,6 +36,7 @@ SECRETS_MANAGER = "secretsmanager"
 DEFAULT_TIMEOUT_SECONDS = 120.0
 
 _cache: dict[str, Provider] | None = None
+_distributions: dict[str, str] = {}
 
 
 def installed_types() -> dict[str, Provider]:
@@ -36,10 +44,20 @@ def installed_types() -> dict[str, Provider]:
     global _cache
     if _cache is None:
         try:
-            _cache = dict(load_plugins().providers("chamber_credential_types"))
+            manager = load_plugins()
+            found = dict(manager.providers("chamber_credential_types"))
         except ChamberError as error:  # not cached: a broken plugin is not "no types"
             raise CliError(f"the installed plugins failed to load: {error.message}", 1) from None
+        for provider in found.values():
+            _distributions[provider.plugin] = manager.distribution(provider.plugin)
+        _cache = found
     return _cache
+
+
+def _label(name: str, provider: Provider) -> str:
+    return (
+        f"credential type {name!r} (plugin {_distributions.get(provider.plugin, provider.plugin)})"
+    )
 
 
 def describe_installed() -> str:
@@ -51,7 +69,8 @@ def describe_installed() -> str:
     if not types:
         return "installed: none"
     return "installed: " + ", ".join(
-        f"{name} ({provider.plugin})" for name, provider in sorted(types.items())
+        f"{name} ({_distributions.get(provider.plugin, provider.plugin)})"
+        for name, provider in sorted(types.items())
     )
 
 
@@ -106,57 +125,127 @@ def _provider(name: str) -> Provider:
     return provider
 
 
-def _call(
-    name: str, what: str, fn: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT_SECONDS
-) -> Any:
+def _call(name: str, what: str, action: str, args: tuple[Any, ...], timeout: float) -> Any:
+    """Run ``<type>().<action>(*args)`` in a forked child process and return its result.
+
+    A child, not a thread: a plugin that hangs inside a C call holding the GIL (a device
+    library, say) can still be stopped, and a plugin that crashes cannot take the CLI with it.
+    The child inherits the terminal (prompts work) and hands back only the result, encoded;
+    an exception comes back as its class name, plus its message for a ChamberError.
+    """
     provider = _provider(name)
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
+    label = _label(name, provider)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        code = 0
         try:
-            outcome["value"] = fn()
-        except BaseException as error:
-            outcome["error"] = error
+            payload = _run_in_child(provider, action, args)
+        except BaseException:  # pragma: no cover - last resort, reported as a failure
+            payload = {"error": "internal"}
+            code = 1
+        try:
+            with os.fdopen(write_end, "wb") as out:
+                out.write(orjson.dumps(payload))
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CliError(f"{label} did not {what} within {timeout:g} s; giving up", 1)
+                ready, _, _ = select.select([pipe], [], [], left)
+                if not ready:
+                    continue
+                chunk = pipe.read(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except BaseException:
+        _kill(pid)
+        raise
+    _reap(pid)
+    try:
+        payload = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        raise CliError(f"{label} ended without an answer (it crashed)", 1) from None
+    return _decode(payload, label, what)
 
-    worker = threading.Thread(target=run, name=f"credential-{name}", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    label = f"credential type {name!r} (plugin {provider.plugin})"
-    if worker.is_alive():
-        raise CliError(f"{label} did not {what} within {timeout:g} s; giving up", 1)
-    error = outcome.get("error")
-    if isinstance(error, KeyboardInterrupt):
-        raise error
-    if isinstance(error, CliError):
-        raise error
-    if isinstance(error, ChamberError):
-        raise CliError(f"{label}: {error.message}", 1)
-    if isinstance(error, EOFError):
+
+def _run_in_child(provider: Provider, action: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    try:
+        result = getattr(provider.cls(), action)(*args)
+    except ChamberError as error:
+        return {"error": "chamber", "message": error.message}
+    except EOFError:
+        return {"error": "eof"}
+    except KeyboardInterrupt:
+        return {"error": "interrupted"}
+    except BaseException as error:
+        return {"error": "other", "class": type(error).__name__}
+    if isinstance(result, Enrollment):
+        material, public = result.material, result.public
+        if (
+            not isinstance(material, bytes | bytearray)
+            or not material
+            or not isinstance(public, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in public.items())
+        ):
+            return {"error": "garbage", "class": "Enrollment"}
+        return {
+            "enrollment": base64.b64encode(bytes(material)).decode("ascii"),
+            "public": dict(public),
+        }
+    if isinstance(result, bytes | bytearray) and result:
+        return {"material": base64.b64encode(bytes(result)).decode("ascii")}
+    return {"error": "garbage", "class": type(result).__name__}
+
+
+def _decode(payload: Any, label: str, what: str) -> Any:
+    error = payload.get("error") if isinstance(payload, dict) else "internal"
+    if error == "chamber":
+        raise CliError(f"{label}: {payload.get('message')}", 1)
+    if error == "eof":
         raise CliError(f"{label}: nothing was entered", 2)
+    if error == "interrupted":
+        raise KeyboardInterrupt
+    if error == "garbage":
+        raise CliError(
+            f"{label} returned a {payload.get('class')} that is not valid credential material "
+            "(non-empty bytes, or an Enrollment of bytes and string parameters); nothing was sent",
+            1,
+        )
     if error is not None:
-        raise CliError(f"{label} failed to {what} ({type(error).__name__})", 1)
-    return outcome.get("value")
+        raise CliError(f"{label} failed to {what} ({payload.get('class', 'internal error')})", 1)
+    if "enrollment" in payload:
+        return Enrollment(base64.b64decode(payload["enrollment"]), dict(payload["public"]))
+    return base64.b64decode(payload["material"])
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def enroll(choice: Choice, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Enrollment:
     """A new credential of the chosen type (material + public parameters)."""
-    instance = _provider(choice.name).cls()
-    result = _call(
-        choice.name, "enroll a credential", lambda: instance.enroll(choice.options), timeout
-    )
-    if (
-        not isinstance(result, Enrollment)
-        or not isinstance(result.material, bytes | bytearray)
-        or not result.material
-        or not isinstance(result.public, Mapping)
-    ):
-        provider = _provider(choice.name)
-        raise CliError(
-            f"credential type {choice.name!r} (plugin {provider.plugin}) returned something "
-            "that is not an Enrollment with non-empty bytes; nothing was sent",
-            1,
-        )
-    return Enrollment(bytes(result.material), {str(k): str(v) for k, v in result.public.items()})
+    result = _call(choice.name, "enroll a credential", "enroll", (choice.options,), timeout)
+    if not isinstance(result, Enrollment):
+        raise CliError(f"{_label(choice.name, _provider(choice.name))} did not enroll", 1)
+    return result
 
 
 def obtain(
@@ -165,21 +254,20 @@ def obtain(
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> bytes:
     """The material of an existing credential of the chosen type."""
-    instance = _provider(choice.name).cls()
     result = _call(
         choice.name,
         "produce the credential",
-        lambda: instance.obtain(choice.options, list(candidates)),
+        "obtain",
+        (choice.options, [dict(c) for c in candidates]),
         timeout,
     )
-    if not isinstance(result, bytes | bytearray) or not result:
-        provider = _provider(choice.name)
+    if not isinstance(result, bytes):
         raise CliError(
-            f"credential type {choice.name!r} (plugin {provider.plugin}) returned something "
-            "that is not non-empty bytes; nothing was sent",
+            f"{_label(choice.name, _provider(choice.name))} returned an enrollment where "
+            "credential material was expected",
             1,
         )
-    return bytes(result)
+    return result
 
 
 def material_fields(type_name: str, material: bytes, prefix: str = "") -> dict[str, str]:

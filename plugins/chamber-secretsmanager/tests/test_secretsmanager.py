@@ -483,7 +483,7 @@ def test_the_cli_wrapper_shows_the_message_and_names_the_plugin(
         credential_types.obtain(choice, [dict(enrolled.public)], timeout=30)
     assert info.value.code == 1
     assert info.value.message.startswith(
-        "credential type 'secretsmanager' (plugin chamber_secretsmanager): "
+        "credential type 'secretsmanager' (plugin chamber-secretsmanager): "
         f"Secrets Manager secret {arn}: access denied"
     )
     assert AWS_MESSAGE_MARKER not in info.value.message

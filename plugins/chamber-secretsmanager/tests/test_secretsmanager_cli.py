@@ -31,7 +31,7 @@ ALICE_ROTATED = "alice-ci-rotated-" + secrets.token_hex(24)
 BOB_SECRET = os.urandom(32)
 BOB_PASSPHRASE = "bob's passphrase for the secrets manager runbook"  # noqa: S105 (test data)
 ALICE_PASSPHRASE = "alice adds a passphrase, proven by her secret"  # noqa: S105 (test data)
-PREFIX = "containment-chamber: credential type 'secretsmanager' (plugin chamber_secretsmanager): "
+PREFIX = "containment-chamber: credential type 'secretsmanager' (plugin chamber-secretsmanager): "
 NEVER_CREATED = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:chamber/never-created-AbCdEf"
 
 
