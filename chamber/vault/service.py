@@ -1138,12 +1138,12 @@ class Vault:
             try:
                 self._credential_type(credential_type).validate(new_material)
             except BadRequest as error:
-                raise BadRequest(
-                    error.message.replace("passphrase", "new_passphrase", 1)
-                    if error.field == "passphrase"
-                    else error.message,
-                    field="new_passphrase" if error.field == "passphrase" else error.field,
-                ) from None
+                # The request's field is the NEW credential's material.
+                field = "new_passphrase" if credential_type == "passphrase" else "new_secret"
+                message = error.message
+                if error.field and message.startswith(error.field):
+                    message = field + message[len(error.field) :]
+                raise BadRequest(message, field=field) from None
             record, bundle, share = self._prove(op, existing_credential_id, existing_material)
             credential, wrapped = self._wrap_share(
                 record.chamber_id,
