@@ -49,7 +49,7 @@ FINGERPRINT_HEX_DIGITS = 16
 class KeyfilePinCredential:
     """A key file on removable media plus a PIN.
 
-    The operator CLI calls ``enroll`` and ``obtain`` in a worker thread with a time limit; the
+    The operator CLI calls ``enroll`` and ``obtain`` in a child process with a time limit; the
     signer calls ``validate``. Every problem is raised as a :class:`chamber.errors.BadRequest`:
     the CLI shows the message of a ``ChamberError`` to the operator, so each message says what
     to do and never quotes the key, the PIN or the material (a file path is not secret). Any
