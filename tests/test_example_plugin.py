@@ -117,7 +117,7 @@ def test_installed_from_examples_it_registers_and_unseals_end_to_end(tmp_path: P
         assert ours["version"] == "0.1.0"
         assert ours["provides"] == {"credential_types": [TYPE]}
         helped = venv.run("operator", "register", "--help", env={"COLUMNS": "400"})
-        assert f"{TYPE} ({PLUGIN})" in re.sub(r"[\s│]+", " ", helped.stdout), helped.stdout
+        assert f"{TYPE} ({DISTRIBUTION})" in re.sub(r"[\s│]+", " ", helped.stdout), helped.stdout
 
         chamber.start()
         try:
@@ -194,7 +194,7 @@ def _ceremony(chamber: VenvChamber, keyfile: Path, medium: Path) -> bytes:
                              env={"CHAMBER_KEYFILE": str(other)})
     assert stick.returncode == 1, stick
     assert stick.stderr.startswith(f"containment-chamber: credential type '{TYPE}' ")
-    assert f"plugin {PLUGIN}" in stick.stderr, stick.stderr
+    assert f"plugin {DISTRIBUTION}" in stick.stderr, stick.stderr
     assert f"{other} (fingerprint " in stick.stderr
     assert "is not the key file registered for operator 'alice'" in stick.stderr
     assert stick.stderr.count("\n") == 1 and "Traceback" not in stick.stderr
