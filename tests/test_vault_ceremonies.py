@@ -1379,3 +1379,17 @@ def test_transitions_seen_in_a_full_life_cycle_are_all_in_the_table(chamber: Cha
         (states.KMS_UNSEALED, states.SEALED),
     }
     assert seen <= ALLOWED_PAIRS
+
+
+def test_opened_kms_layer_and_registration_steps_never_show_secrets_in_repr() -> None:
+    from chamber.vault.records import BundleEntry, OperatorLayer
+    from chamber.vault.service import _Opened, _Registration
+
+    outer = bytearray(b"\xab" * 32)
+    share = b"\xcd" * 33
+    bundle = {"alice": BundleEntry(pending_share=share)}
+    opened = _Opened(outer=outer, bundle=bundle)
+    step = _Registration(OperatorLayer(1, (), b""), bundle, 0, 1)
+    for text in (repr(opened), repr(step)):
+        assert "abab" not in text and "\\xab" not in text
+        assert "cdcd" not in text and "\\xcd" not in text

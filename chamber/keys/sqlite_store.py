@@ -28,6 +28,7 @@ from typing import Any, Final, Self
 
 from chamber.crypto.bls import BlsBackend
 from chamber.errors import ConfigError, StartupError, Unavailable
+from chamber.files import create_private_file
 from chamber.keys.encrypted import STATUSES, EncryptedKeySource, StoredKey
 
 __all__ = ["SQLiteKeySource", "SQLiteKeyStore"]
@@ -57,15 +58,6 @@ _INSERT = (
 )
 
 
-def _create_private(path: Path) -> None:
-    """Create ``path`` (and its directory) readable by the owner only, if missing."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-
 
 def _record(row: tuple[Any, ...]) -> StoredKey:
     pubkey, ciphertext, status, origin, created_at, backup = row
@@ -86,7 +78,7 @@ class SQLiteKeyStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            _create_private(self.path)
+            create_private_file(self.path)
             self._conn: sqlite3.Connection | None = self._connect()
             self._migrate()
         except Unavailable as exc:  # an SQLite error, already worded

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from chamber.errors import BadRequest, ConfigError, StartupError, Unavailable
+from chamber.files import create_private_file
 from chamber.slashing import ImportReport, PruneReport
 from chamber.slashing.interchange import (
     ValidatorHistory,
@@ -153,15 +154,6 @@ class _Job:
         self.error: BaseException | None = None
 
 
-def _create_private(path: Path) -> None:
-    """Create ``path`` (and its directory) readable by the owner only, if missing."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-
 
 class SQLiteSlashingBackend:
     name = "sqlite"
@@ -170,7 +162,7 @@ class SQLiteSlashingBackend:
     def __init__(self, path: Path, genesis_validators_root: bytes) -> None:
         self.path = path
         self.gvr = genesis_validators_root
-        _create_private(path)
+        create_private_file(path)
         self._lock_file = self._take_lock(path)
         self._conn = self._connect()
         self._migrate()

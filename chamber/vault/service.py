@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chamber.crypto import envelope, kdf, shamir
@@ -80,8 +80,8 @@ class _Opened:
     decrypted operator bundle (unseal mode)."""
 
     master: MasterKey | None = None
-    outer: bytearray | None = None
-    bundle: dict[str, BundleEntry] | None = None
+    outer: bytearray | None = field(default=None, repr=False)
+    bundle: dict[str, BundleEntry] | None = field(default=None, repr=False)
 
     def forget(self) -> None:
         if self.master is not None:
@@ -95,7 +95,7 @@ DEFAULT_ARGON2 = kdf.Argon2Params()
 @dataclass(frozen=True, slots=True)
 class _Registration:
     layer: OperatorLayer
-    bundle: dict[str, BundleEntry]
+    bundle: dict[str, BundleEntry] = field(repr=False)
     registered: int
     remaining: int
 
