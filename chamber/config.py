@@ -257,6 +257,73 @@ class VaultConfig(_Section):
     kms_retry_max_seconds: float = Field(60.0, ge=0.1, le=3600)
 
 
+class KeyOperationConfig(_Section):
+    """Limits of one kind of key operation (``chamber.keys.<operation>``)."""
+
+    enabled: bool = True
+    #: Keys one request may name or produce; larger requests get 400 before any work.
+    max_items_per_request: int = Field(100, ge=1, le=100_000)
+    #: Requests of this kind running at once; more get 503 + Retry-After.
+    max_concurrent_requests: int = Field(16, ge=1, le=10_000)
+    #: Keys not reached by then are answered with their own "timed out" error; the rest stand.
+    request_timeout_seconds: float = Field(600.0, gt=0, le=86_400)
+
+
+class GenerateBackupConfig(_Section):
+    enabled: bool = False
+    #: ``age1…`` X25519 recipients (public keys); checked at start-up, identities refused.
+    recipients: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _recipients(self) -> GenerateBackupConfig:
+        if self.enabled and not self.recipients:
+            raise ValueError("backup.enabled needs at least one age1… recipient in recipients")
+        return self
+
+
+class GenerateConfig(KeyOperationConfig):
+    enabled: bool = False
+    #: ``per_key``: a fresh BIP-39 mnemonic for every key (index 0); ``per_batch``: one
+    #: mnemonic per request, keys at indices 0..n-1 (one backup restores the batch).
+    mnemonic: Literal["per_key", "per_batch"] = "per_key"
+    backup: GenerateBackupConfig = GenerateBackupConfig()
+
+
+class ChamberKeysConfig(_Section):
+    """``chamber.keys``: the chamber key API (list, generate, import, activate/deactivate,
+    delete) and the background refresh of the encrypted key stores."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    list: KeyOperationConfig = KeyOperationConfig(max_items_per_request=100_000)
+    generate: GenerateConfig = GenerateConfig()
+    import_: KeyOperationConfig = Field(KeyOperationConfig(), alias="import")
+    lifecycle: KeyOperationConfig = KeyOperationConfig(max_items_per_request=500)
+    #: Seconds between two reads of the encrypted stores for keys added, deactivated or
+    #: deleted elsewhere (another replica, an offline command); 0 turns the refresh off.
+    refresh_interval_seconds: float = Field(1.0, ge=0, le=3600)
+
+
+class ChamberConfig(_Section):
+    keys: ChamberKeysConfig = ChamberKeysConfig()
+
+
+class KeyManagerApiConfig(_Section):
+    """``http.key_manager_api``: the Ethereum keymanager API (``/eth/v1/keystores``)."""
+
+    enabled: bool = False
+    max_concurrent_reads: int = Field(50, ge=1, le=10_000)
+    max_concurrent_writes: int = Field(10, ge=1, le=10_000)
+    request_timeout_seconds: float = Field(30.0, gt=0, le=86_400)
+    max_items_per_request: int = Field(100, ge=1, le=100_000)
+    #: Where imported keys go: an encrypted key source's name (``sqlite``, ``dynamodb``) or
+    #: ``memory`` (lost at restart). Default: the first encrypted source, else ``memory``.
+    store: str | None = None
+
+
+class HttpConfig(_Section):
+    key_manager_api: KeyManagerApiConfig = KeyManagerApiConfig()
+
+
 class BlsConfig(_Section):
     #: "auto", a built-in (blspy, milagro, py_ecc) or a plugin's backend name.
     backend: str = "auto"
@@ -276,6 +343,8 @@ class Settings(_Section):
     #: KMS provider settings by section: ``kms.local.directory``, ``kms.aws.endpoint_url``, ...
     kms: dict[str, dict[str, Any]] = Field(default_factory=dict)
     vault: VaultConfig = VaultConfig()
+    chamber: ChamberConfig = ChamberConfig()
+    http: HttpConfig = HttpConfig()
     auth_policies: dict[str, AuthPolicyConfig] = Field(default_factory=dict)
     #: Sign and publicKeys without a token. Never the default; warned about at start-up.
     allow_unauthenticated_signing: bool = False

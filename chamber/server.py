@@ -120,6 +120,8 @@ class SignerServer:
                 vault.boot()
             except Exception:
                 log.exception("the vault could not start; the chamber stays sealed")
+        if self.signer.keys is not None:
+            self.signer.keys.start()  # follows key changes made through other replicas
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

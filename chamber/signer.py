@@ -29,6 +29,7 @@ from chamber.vault.limiter import AttemptLimiter
 from chamber.vault.service import Vault, VaultHooks, VaultOptions
 
 if TYPE_CHECKING:
+    from chamber.keys.manager import KeyManager
     from chamber.vault.master import MasterKey
 
 log = logging.getLogger("chamber.signer")
@@ -49,6 +50,8 @@ class Signer:
     vault: Vault | None = None
     keys_loaded: threading.Event = field(default_factory=threading.Event)
     key_load_errors: dict[str, int] = field(default_factory=dict)
+    #: Every change to keys (import, generate, lifecycle, refresh, seal / unseal) goes through it.
+    keys: KeyManager | None = None
 
     def load_keys(self) -> None:
         """Load every key source that does not need the vault; errors are reported per item."""
@@ -57,18 +60,17 @@ class Signer:
                 self._load_source(name, source, None)
         self.keys_loaded.set()
 
+    @property
+    def manager(self) -> KeyManager:
+        assert self.keys is not None, "build_signer attaches the key manager"
+        return self.keys
+
     def load_unsealed_keys(self, master: MasterKey) -> int:
         """Load the sources that need the master key (the chamber just unsealed)."""
-        for name, source in self.key_sources.items():
-            if source.requires_unseal:
-                self._load_source(name, source, master.material)
-        return len(self.registry)
+        return self.manager.load_unsealed(master)
 
     def drop_unsealed_keys(self) -> None:
-        for name, source in self.key_sources.items():
-            if source.requires_unseal:
-                self.registry.replace_source(name, [])
-                self.metrics.keys_active.labels(name).set(0)
+        self.manager.drop_unsealed()
 
     def _load_source(self, name: str, source: KeySource, master: bytearray | None) -> None:
         started = time.perf_counter()
@@ -102,6 +104,8 @@ class Signer:
         )
 
     def close(self) -> None:
+        if self.keys is not None:
+            self.keys.stop()
         if self.vault is not None:
             self.vault.stop()
             self.vault.store.close()
@@ -220,6 +224,9 @@ def build_signer(settings: Settings, plugins: PluginManager) -> Signer:
         signer.vault = vault
         metrics.set_seal_state(vault.state)
         metrics.unseal_shares.set_function(lambda: vault.shares_received)
+    from chamber.keys.manager import KeyManager
+
+    signer.keys = KeyManager(signer)
     return signer
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import falcon
 import orjson
 
-from chamber.api import chamber, slashing
+from chamber.api import chamber, keys, slashing
 from chamber.api.eth2 import (
     HealthcheckResource,
     PublicKeysResource,
@@ -88,6 +88,7 @@ def create_falcon_app(signer: Signer) -> falcon.App[falcon.Request, falcon.Respo
     app.add_route("/healthcheck", HealthcheckResource(signer))
     slashing.add_routes(app, signer)
     chamber.add_routes(app, signer)
+    keys.add_routes(app, signer)
     app.add_error_handler(Exception, _unexpected_handler)
     # Falcon registers its own HTTPError handler; ours keeps every error body one shape.
     app.add_error_handler(falcon.HTTPError, _unexpected_handler)

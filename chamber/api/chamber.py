@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import base64
 import logging
-import multiprocessing
-import os
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 import falcon
 import orjson
 
 from chamber.api.eth2 import read_body
-from chamber.crypto.keystore import decrypt_worker
-from chamber.errors import BadRequest, ChamberError, KeyNotFound, Unavailable
-from chamber.keys.encrypted import EncryptedKeySource
+from chamber.errors import BadRequest, KeyNotFound
 from chamber.signer import Signer
 from chamber.vault.credentials import normalize_passphrase
 from chamber.vault.service import Vault
@@ -303,118 +297,7 @@ class SealResource(_VaultResource):
         _answer(resp, vault.seal())
 
 
-# ---------------------------------------------------------------------- minimal key import
-
-
-class KeysImportResource(_VaultResource):
-    """``POST /api/v1/chamber/keys/import``: EIP-2335 keystores into an encrypted store.
-
-    Body ``{"keystores": [<keystore JSON text>...], "passwords": [...], "store": <source name>?}``;
-    answer ``{"data": [{"status": "imported"|"duplicate"|"error", "pubkey"?, "message"?}]}``,
-    one result per keystore, each independent of the others.
-    """
-
-    def __init__(self, signer: Signer, pool: Callable[[], ProcessPoolExecutor]) -> None:
-        super().__init__(signer)
-        self._pool = pool
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_keys_write")
-        vault = self.vault
-        master = vault.master_key
-        if not vault.signing_allowed or master is None:
-            raise Unavailable(f"signer is sealed (state {vault.state}); unseal it first")
-        data = _body(req, MAX_IMPORT_BODY)
-        keystores = _str_list(data, "keystores")
-        passwords = _str_list(data, "passwords")
-        assert keystores is not None and passwords is not None
-        if len(keystores) != len(passwords):
-            raise BadRequest("passwords: one password per keystore", field="passwords")
-        if not keystores or len(keystores) > MAX_IMPORT_KEYS:
-            raise BadRequest(
-                f"keystores: between 1 and {MAX_IMPORT_KEYS} keystores per request",
-                field="keystores",
-            )
-        source = self._store(_str(data, "store", required=False))
-        # scrypt is slow on purpose: it runs in worker processes, not on the server's threads.
-        jobs: list[Future[tuple[bytes | None, str | None]] | str] = []
-        for keystore, password in zip(keystores, passwords, strict=True):
-            try:
-                parsed = orjson.loads(keystore)
-            except orjson.JSONDecodeError:
-                jobs.append("not valid JSON")
-                continue
-            if not isinstance(parsed, dict):
-                jobs.append("not a JSON object")
-                continue
-            jobs.append(self._pool().submit(decrypt_worker, (parsed, password)))
-        results: list[dict[str, Any]] = []
-        for index, job in enumerate(jobs):
-            if isinstance(job, str):
-                results.append({"status": "error", "message": f"keystore {index}: {job}"})
-                continue
-            secret, reason = job.result()
-            if secret is None:
-                results.append({"status": "error", "message": f"keystore {index}: {reason}"})
-                continue
-            if not vault.signing_allowed or vault.master_key is not master:
-                raise Unavailable(f"signer was sealed during the import (state {vault.state})")
-            try:
-                key, inserted = source.import_secret(master.material, secret)
-            except ChamberError as error:
-                results.append({"status": "error", "message": f"keystore {index}: {error.message}"})
-                continue
-            if inserted:
-                self.signer.registry.add(key)
-            results.append(
-                {"status": "imported" if inserted else "duplicate", "pubkey": key.pubkey_hex}
-            )
-        audit.info(
-            "keys imported",
-            extra={
-                "policy": policy.name,
-                "store": source.name,
-                "imported": sum(1 for r in results if r["status"] == "imported"),
-                "duplicate": sum(1 for r in results if r["status"] == "duplicate"),
-                "error": sum(1 for r in results if r["status"] == "error"),
-            },
-        )
-        _answer(resp, {"data": results})
-
-    def _store(self, name: str | None) -> EncryptedKeySource:
-        stores = {
-            n: s for n, s in self.signer.key_sources.items() if isinstance(s, EncryptedKeySource)
-        }
-        if not stores:
-            raise BadRequest(
-                "no encrypted key store is configured (key_sources.sqlite or a plugin's store)",
-                field="store",
-            )
-        if name is None:
-            return next(iter(stores.values()))
-        found = stores.get(name)
-        if found is None:
-            raise BadRequest(
-                f"store: no encrypted key store named {name!r} (configured: "
-                f"{', '.join(sorted(stores))})",
-                field="store",
-            )
-        return found
-
-
 def add_routes(app: falcon.App[falcon.Request, falcon.Response], signer: Signer) -> None:
-    pool: list[ProcessPoolExecutor] = []
-
-    def get_pool() -> ProcessPoolExecutor:
-        if not pool:
-            pool.append(
-                ProcessPoolExecutor(
-                    max_workers=max(1, min(4, os.cpu_count() or 1)),
-                    mp_context=multiprocessing.get_context("spawn"),
-                )
-            )
-        return pool[0]
-
     base = "/api/v1/chamber"
     app.add_route(f"{base}/status", StatusResource(signer))
     app.add_route(f"{base}/init", InitResource(signer))
@@ -428,4 +311,3 @@ def add_routes(app: falcon.App[falcon.Request, falcon.Response], signer: Signer)
     app.add_route(f"{base}/rotate/unseal-cancel", RotateUnsealCancelResource(signer))
     app.add_route(f"{base}/rotate/mode", RotateModeResource(signer))
     app.add_route(f"{base}/seal", SealResource(signer))
-    app.add_route(f"{base}/keys/import", KeysImportResource(signer, get_pool))

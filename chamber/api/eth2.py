@@ -81,27 +81,29 @@ class SignResource:
                     "the unseal ceremony",
                     retry_after=5,
                 )
-            key = signer.registry.get(pubkey_hex)
-            if key is None:
-                if not signer.keys_loaded.is_set():
-                    raise Unavailable("keys are still loading", retry_after=1)
-                raise KeyNotFound(f"no key loaded for public key {pubkey_hex}")
-            job = prepare_signing(read_body(req, self._limit), signer.network)
-            request_type = job.type
-            if not policy.allows_operation(request_type):
-                raise Forbidden(f"policy {policy.name!r} may not request {request_type}")
-            # The record is queued before signing and must be durable before the signature
-            # leaves: with group commit the BLS work overlaps the batch's fsync. The metric is
-            # the time this request spent in slashing protection, signing excluded.
-            db_started = time.perf_counter()
-            durable = begin_protect(signer.slashing, key.pubkey, job)
-            db_seconds = time.perf_counter() - db_started
-            signature = signer.bls.sign(key.secret, job.signing_root)
-            if durable is not None:
+            # Held until the record is durable: removing a key (delete, deactivate) waits
+            # for requests that hold it, so none signs with it after that returns.
+            with signer.registry.signing(pubkey_hex) as key:
+                if key is None:
+                    if not signer.keys_loaded.is_set():
+                        raise Unavailable("keys are still loading", retry_after=1)
+                    raise KeyNotFound(f"no key loaded for public key {pubkey_hex}")
+                job = prepare_signing(read_body(req, self._limit), signer.network)
+                request_type = job.type
+                if not policy.allows_operation(request_type):
+                    raise Forbidden(f"policy {policy.name!r} may not request {request_type}")
+                # The record is queued before signing and must be durable before the signature
+                # leaves: with group commit the BLS work overlaps the batch's fsync. The metric is
+                # the time this request spent in slashing protection, signing excluded.
                 db_started = time.perf_counter()
-                durable()
-                db_seconds += time.perf_counter() - db_started
-                signer.metrics.slashing_db_duration.observe(db_seconds)
+                durable = begin_protect(signer.slashing, key.pubkey, job)
+                db_seconds = time.perf_counter() - db_started
+                signature = signer.bls.sign(key.secret, job.signing_root)
+                if durable is not None:
+                    db_started = time.perf_counter()
+                    durable()
+                    db_seconds += time.perf_counter() - db_started
+                    signer.metrics.slashing_db_duration.observe(db_seconds)
         except ChamberError as error:
             outcome = _outcome(error)
             signer.metrics.record_signing(request_type, outcome, time.perf_counter() - started)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -74,6 +76,72 @@ class KeyRegistry:
         self._by_source: dict[str, dict[str, ValidatorKey]] = {}
         self._keys: Mapping[str, ValidatorKey] = {}
         self._public_keys_json = b"[]"
+        # Signing requests that may hold a key: pubkey hex -> count (see ``signing``).
+        self._in_use: dict[str, int] = {}
+        self._released = threading.Condition(threading.Lock())
+
+    @contextmanager
+    def signing(self, pubkey_hex: str) -> Iterator[ValidatorKey | None]:
+        """The key for one signing request, held until the block ends (``None``: not loaded).
+
+        The hold is taken before the look-up, so once :meth:`remove_and_drain` has removed a
+        key and returned, no request can still be signing with it: the keymanager's "no more
+        signatures, only then export the slashing history" and "deactivated means never
+        signable" rest on this.
+        """
+        released = self._released
+        with released:
+            self._in_use[pubkey_hex] = self._in_use.get(pubkey_hex, 0) + 1
+        try:
+            yield self._keys.get(pubkey_hex)
+        finally:
+            with released:
+                left = self._in_use[pubkey_hex] - 1
+                if left:
+                    self._in_use[pubkey_hex] = left
+                else:
+                    del self._in_use[pubkey_hex]
+                    released.notify_all()
+
+    def remove_and_drain(self, pubkeys: Collection[str], timeout: float) -> set[str]:
+        """Remove ``pubkeys`` from every source, then wait until no signing request holds any
+        of them. Returns those still held after ``timeout`` seconds (normally none)."""
+        with self._lock:
+            changed = False
+            for keys in self._by_source.values():
+                for pubkey_hex in pubkeys:
+                    changed |= keys.pop(pubkey_hex, None) is not None
+            if changed:
+                self._rebuild()
+        deadline = time.monotonic() + timeout
+        with self._released:
+            while True:
+                busy = {pubkey for pubkey in pubkeys if pubkey in self._in_use}
+                remaining = deadline - time.monotonic()
+                if not busy or remaining <= 0:
+                    return busy
+                self._released.wait(remaining)
+
+    def update_source(
+        self, source: str, add: Iterable[ValidatorKey] = (), remove: Iterable[str] = ()
+    ) -> None:
+        """Add and remove keys of one source in one step (one rebuild of the snapshot)."""
+        with self._lock:
+            keys = self._by_source.setdefault(source, {})
+            for pubkey_hex in remove:
+                keys.pop(pubkey_hex, None)
+            for key in add:
+                keys[key.pubkey_hex] = key
+            self._rebuild()
+
+    def source_keys(self, source: str) -> set[str]:
+        with self._lock:
+            return set(self._by_source.get(source, ()))
+
+    def sources_of(self, pubkey_hex: str) -> set[str]:
+        """Every source that holds ``pubkey_hex`` (a key may be in more than one)."""
+        with self._lock:
+            return {name for name, keys in self._by_source.items() if pubkey_hex in keys}
 
     def replace_source(self, source: str, keys: Iterable[ValidatorKey]) -> None:
         """Make ``keys`` the complete set of ``source``'s keys (an empty iterable drops them)."""

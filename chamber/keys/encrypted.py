@@ -190,21 +190,7 @@ class EncryptedKeySource:
         master = self._require(master_key)
         started = time.perf_counter()
         records = self.store.list_keys(ACTIVE)
-        kek = bytearray(derive_key(master, KEY_PURPOSE))
-        try:
-            if self.workers > 1 and len(records) > 1:
-                with ThreadPoolExecutor(self.workers, thread_name_prefix="key-load") as pool:
-                    built = list(pool.map(lambda record: self._open(kek, record), records))
-            else:
-                built = [self._open(kek, record) for record in records]
-        finally:
-            _wipe(kek)
-        result = KeyLoadResult()
-        for item in built:
-            if isinstance(item, KeyLoadError):
-                result.errors.append(item)
-            else:
-                result.keys.append(item)
+        result = self.open_records(master, records)
         # One line, not one per failed key: the caller reports each error, and a wrong master
         # key fails every record at once.
         log.info(
@@ -221,6 +207,27 @@ class EncryptedKeySource:
                 self.name,
                 len(records),
             )
+        return result
+
+    def open_records(
+        self, master_key: bytes | bytearray, records: Sequence[StoredKey]
+    ) -> KeyLoadResult:
+        """Open and prove ``records`` (whatever their status): one key or one error each."""
+        kek = bytearray(derive_key(master_key, KEY_PURPOSE))
+        try:
+            if self.workers > 1 and len(records) > 1:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="key-load") as pool:
+                    built = list(pool.map(lambda record: self._open(kek, record), records))
+            else:
+                built = [self._open(kek, record) for record in records]
+        finally:
+            _wipe(kek)
+        result = KeyLoadResult()
+        for item in built:
+            if isinstance(item, KeyLoadError):
+                result.errors.append(item)
+            else:
+                result.keys.append(item)
         return result
 
     def _open(self, kek: bytearray, record: StoredKey) -> ValidatorKey | KeyLoadError:

@@ -184,6 +184,13 @@ class SQLiteKeyStore:
             cursor = conn.execute("DELETE FROM validator_keys WHERE pubkey = ?", (bytes(pubkey),))
             return cursor.rowcount == 1
 
+    def change_token(self) -> object:
+        """Changes whenever another connection (another process) committed to the file since
+        the last call on this store: ``PRAGMA data_version``. This store's own writes do not
+        change it; the signer applies those itself."""
+        with self._connection() as conn:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
