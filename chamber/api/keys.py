@@ -29,7 +29,7 @@ from typing import Any, Final
 import falcon
 import orjson
 
-from chamber.api.chamber import _answer, _body, _str, _str_list
+from chamber.api.chamber import _answer, _body, _str, _str_list, _VaultResource
 from chamber.config import KeyOperationConfig
 from chamber.crypto.derivation import (
     GWEI_PER_ETH,
@@ -122,12 +122,12 @@ def _raw_keys(data: dict[str, Any]) -> list[ImportItem]:
     return items
 
 
-class _KeysResource:
-    def __init__(self, signer: Signer) -> None:
-        self.signer = signer
+class _KeysResource(_VaultResource):
+    """The chamber key routes belong to the vault: without one they answer its 404."""
 
     @property
     def manager(self) -> KeyManager:
+        self.vault  # noqa: B018 -- raises the documented 404 when no vault is configured
         return self.signer.manager
 
     def _count(self, count: int, limits: KeyOperationConfig, field: str, setting: str) -> None:
@@ -285,7 +285,11 @@ class KeysImportResource(_KeysResource):
 
 
 class KeystoresResource(_KeysResource):
-    """``/eth/v1/keystores`` (Ethereum keymanager API)."""
+    """``/eth/v1/keystores`` (Ethereum keymanager API); works without a vault (memory keys)."""
+
+    @property
+    def manager(self) -> KeyManager:
+        return self.signer.manager
 
     def _limits(self, kind: str) -> KeyOperationConfig:
         api = self.signer.settings.http.key_manager_api
