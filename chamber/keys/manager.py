@@ -298,6 +298,11 @@ class KeyManager:
                 "the signer was sealed during the request; nothing more was written"
             ) from None
 
+    def _count(self, source: str) -> None:
+        self.signer.metrics.keys_active.labels(source).set(
+            len(self.signer.registry.source_keys(source))
+        )
+
     def _touch(self, pubkeys: Sequence[str]) -> None:
         if self._touched is not None:
             self._touched.update(pubkeys)
@@ -386,6 +391,7 @@ class KeyManager:
                     added.append(ValidatorKey(pubkey=key.pubkey, source=MEMORY, secret=key.secret))
                     results[index] = _result("imported", key.pubkey_hex)
                 registry.update_source(MEMORY, add=added)
+                self._count(MEMORY)
             return [r for r in results if r is not None]
 
         source = self.store(target)
@@ -429,9 +435,10 @@ class KeyManager:
                     else:
                         results[index] = _result("duplicate", key.pubkey_hex)
                 self._touch([key.pubkey_hex for key in added])
-                # Written durably above; only now signable.
-                self._still(master)
+                # Written durably above; only now signable. (A seal that started meanwhile is
+                # waiting for this lock and drops them right after.)
                 registry.update_source(source.name, add=added)
+                self._count(source.name)
         return [r for r in results if r is not None]
 
     def decrypt_keystores(
@@ -612,6 +619,7 @@ class KeyManager:
                 if record.status == INACTIVE:
                     return _result("unchanged", pubkey_hex)
                 source.store.set_status(pubkey, INACTIVE)
+                self._count(source.name)
                 audit.warning("key deactivated", extra={"pubkey": pubkey_hex})
                 return _result("deactivated", pubkey_hex)
             assert master is not None
@@ -622,6 +630,7 @@ class KeyManager:
             if record.status != ACTIVE:
                 source.store.set_status(pubkey, ACTIVE)
             self.signer.registry.update_source(source.name, add=opened.keys)
+            self._count(source.name)
             if record.status == ACTIVE:
                 return _result("unchanged", pubkey_hex)
             audit.warning("key activated", extra={"pubkey": pubkey_hex})
@@ -793,9 +802,7 @@ class KeyManager:
                 remove = [pubkey for pubkey in gone if pubkey not in touched]
                 if add or remove:
                     self.signer.registry.update_source(name, add=add, remove=remove)
-                    self.signer.metrics.keys_active.labels(name).set(
-                        len(self.signer.registry.source_keys(name))
-                    )
+                    self._count(name)
                     log.info(
                         "keys refreshed from the store",
                         extra={"source": name, "added": len(add), "removed": len(remove)},
