@@ -16,6 +16,15 @@ botocore retries a put whose first attempt committed but whose answer was lost, 
 same request) finds its own write and the key is reported written, not as a duplicate of itself;
 any other put, even of an identical record, has another id and is answered ``False``. Listing is
 a strongly consistent, paginated ``Scan``.
+
+Change counter. Replicas refresh their keys every second; scanning a table of 10,000 keys that
+often would cost thousands of read units per replica. So every write that changed something is
+followed by ``ADD n 1`` on one extra item (``pk = "#keys-version"``), and
+:meth:`DynamoDBKeyStore.change_token` reads it (one strongly consistent ``GetItem``): a replica
+scans only when it moved. The counter is bumped after the key's own write, so a refresh that
+reads the counter before scanning sees every write whose bump it read. A crash between the two
+leaves the change unannounced until the signer's periodic full refresh (every 30 rounds). The
+counter item is not a key: listing skips it.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ DEFAULT_TABLE: Final = "containment-keys"
 _WORKERS: Final = 8
 #: "status" is a DynamoDB reserved word, so expressions name it through this placeholder.
 _NAMES: Final = {"#st": "status"}
+#: The change counter's item (not a public key: every key item's pk starts with "0x").
+VERSION_PK: Final = "#keys-version"
 
 
 def _pk(pubkey: bytes) -> str:
@@ -229,6 +240,8 @@ class DynamoDBKeyStore:
             if failure is not None:
                 raise failure
             written = [future.result() for future in futures]
+        if any(written):
+            self._bump()
         by_pubkey = dict(zip((key.pubkey for key in unique), written, strict=True))
         return [
             by_pubkey[key.pubkey] and first[key.pubkey] == index for index, key in enumerate(keys)
@@ -246,6 +259,8 @@ class DynamoDBKeyStore:
             }
         records: list[StoredKey] = []
         for item in self._scan(**kwargs):
+            if item.get("pk", {}).get("S") == VERSION_PK:
+                continue
             try:
                 records.append(_record(item))
             except (KeyError, TypeError, ValueError):
@@ -272,7 +287,7 @@ class DynamoDBKeyStore:
     def set_status(self, pubkey: bytes, status: str) -> bool:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {sorted(STATUSES)}")
-        return self._conditional(
+        changed = self._conditional(
             "UpdateItem",
             self._client.update_item,
             Key={"pk": {"S": _pk(pubkey)}},
@@ -281,14 +296,48 @@ class DynamoDBKeyStore:
             ExpressionAttributeNames=_NAMES,
             ExpressionAttributeValues={":st": {"S": status}},
         )
+        if changed:
+            self._bump()
+        return changed
 
     def delete(self, pubkey: bytes) -> bool:
-        return self._conditional(
+        deleted = self._conditional(
             "DeleteItem",
             self._client.delete_item,
             Key={"pk": {"S": _pk(pubkey)}},
             ConditionExpression="attribute_exists(pk)",
         )
+        if deleted:
+            self._bump()
+        return deleted
+
+    def _bump(self) -> None:
+        """Announce a change to the other replicas (see the module documentation)."""
+        try:
+            self._call(
+                "UpdateItem",
+                self._client.update_item,
+                Key={"pk": {"S": VERSION_PK}},
+                UpdateExpression="ADD n :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+        except Unavailable as error:
+            # The write itself stands; other replicas see it at their next full refresh.
+            log.warning(
+                "dynamodb key store: the change counter could not be updated",
+                extra={"reason": error.message},
+            )
+
+    def change_token(self) -> object:
+        """The change counter (0 before the first change): a replica scans when it moved."""
+        response = self._call(
+            "GetItem",
+            self._client.get_item,
+            Key={"pk": {"S": VERSION_PK}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return 0 if item is None else int(item["n"]["N"])
 
     def close(self) -> None:
         if self._closed:

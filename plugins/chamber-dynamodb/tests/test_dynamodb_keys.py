@@ -13,7 +13,7 @@ pytest.importorskip("chamber_dynamodb", reason="install plugins/chamber-dynamodb
 pytest.importorskip("moto", reason="install plugins/chamber-dynamodb[test]")
 
 from chamber_dynamodb import plugin
-from chamber_dynamodb.keys import DynamoDBKeySource, DynamoDBKeyStore
+from chamber_dynamodb.keys import VERSION_PK, DynamoDBKeySource, DynamoDBKeyStore
 
 from chamber.crypto.bls import BlsBackend, BlspyBackend
 from chamber.errors import ConfigError, StartupError, Unavailable
@@ -85,7 +85,11 @@ def test_item_layout(source: DynamoDBKeySource, bls: BlsBackend, raw: Any) -> No
     (record,) = records(bls, 1, "layout")
     full = StoredKey(record.pubkey, record.ciphertext, "inactive", "generated", 1234, b"age")
     assert source.store.insert([full]) == [True]
-    (item,) = raw.scan(TableName=source.store.table)["Items"]
+    items = raw.scan(TableName=source.store.table)["Items"]
+    # The key's item, and the change counter the write bumped (see change_token).
+    (counter,) = [item for item in items if item["pk"]["S"] == VERSION_PK]
+    assert counter == {"pk": {"S": VERSION_PK}, "n": {"N": "1"}}
+    (item,) = [item for item in items if item["pk"]["S"] != VERSION_PK]
     assert len(item.pop("write_id")["S"]) == 32
     assert item == {
         "pk": {"S": "0x" + record.pubkey.hex()},
@@ -257,3 +261,31 @@ def test_registered_by_the_plugin() -> None:
 
 def test_store_is_the_declared_type(source: DynamoDBKeySource) -> None:
     assert isinstance(source.store, DynamoDBKeyStore)
+
+
+def test_change_token_moves_with_every_change_and_only_then(
+    source: DynamoDBKeySource, bls: BlsBackend, raw: Any
+) -> None:
+    """What lets a replica skip the scan: the counter moves on every applied write, from any
+    store object on the table (another replica), and not on refused writes or reads."""
+    store = source.store
+    other = DynamoDBKeyStore(raw, store.table)  # another replica's view of the same table
+    first, second = records(bls, 2, "token")
+    start = other.change_token()
+    assert store.insert([first]) == [True]
+    after_insert = other.change_token()
+    assert after_insert != start
+    assert store.insert([first]) == [False]  # a duplicate changes nothing
+    store.list_keys()
+    store.get(first.pubkey)
+    assert other.change_token() == after_insert
+    assert store.set_status(first.pubkey, "inactive")
+    after_status = other.change_token()
+    assert after_status != after_insert
+    assert not store.set_status(second.pubkey, "inactive")  # no such key
+    assert not store.delete(second.pubkey)
+    assert other.change_token() == after_status
+    assert store.delete(first.pubkey)
+    assert other.change_token() != after_status
+    # The counter item is never listed as a key, and no warning is logged for it.
+    assert store.list_keys() == []
