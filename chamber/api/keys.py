@@ -62,6 +62,19 @@ def _pubkeys(data: dict[str, Any], field: str = "pubkeys") -> list[bytes]:
     return found
 
 
+def _passwords(data: dict[str, Any], *, required: bool) -> list[str]:
+    """``passwords``: a JSON list of strings, taken exactly as sent (a password may hold
+    commas and spaces, so nothing is split or stripped)."""
+    value = data.get("passwords")
+    if value is None:
+        if required:
+            raise BadRequest("passwords: required, one per keystore", field="passwords")
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest("passwords: must be a list of strings", field="passwords")
+    return value
+
+
 def _bool(data: dict[str, Any], key: str) -> bool:
     value = data.get(key, False)
     if not isinstance(value, bool):
@@ -149,6 +162,7 @@ class ChamberKeysResource(_KeysResource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.signer.auth.require(req.get_header("Authorization"), "chamber_keys_list")
+        self.vault  # noqa: B018 -- no vault: the documented 404, before the request is parsed
         status = req.get_param("status")
         if status is not None and status not in ("active", "inactive"):
             raise BadRequest("status: must be 'active' or 'inactive'", field="status")
@@ -159,6 +173,7 @@ class ChamberKeysResource(_KeysResource):
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_keys_write")
+        self.vault  # noqa: B018 -- no vault: the documented 404, before the body is parsed
         data = _body(req)
         pubkeys = _pubkeys(data)
         status = _str(data, "status")
@@ -177,6 +192,7 @@ class ChamberKeysResource(_KeysResource):
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_keys_delete")
+        self.vault  # noqa: B018 -- no vault: the documented 404, before the body is parsed
         pubkeys = _pubkeys(_body(req))
         limits = self.manager.settings.lifecycle
         self._count(len(pubkeys), limits, "pubkeys", "chamber.keys.lifecycle")
@@ -198,6 +214,7 @@ class KeysGenerateResource(_KeysResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_keys_generate")
+        self.vault  # noqa: B018 -- no vault: the documented 404, before the body is parsed
         data = _body(req)
         count = data.get("count")
         if isinstance(count, bool) or not isinstance(count, int):
@@ -259,9 +276,10 @@ class KeysImportResource(_KeysResource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_keys_write")
+        self.vault  # noqa: B018 -- no vault: the documented 404, before the body is parsed
         data = _body(req, MAX_KEYS_BODY)
         keystores = _keystores(data) if data.get("keystores") is not None else []
-        passwords = _str_list(data, "passwords", required=bool(keystores)) or []
+        passwords = _passwords(data, required=bool(keystores))
         if len(keystores) != len(passwords):
             raise BadRequest("passwords: one password per keystore", field="passwords")
         raw = _raw_keys(data)
@@ -321,8 +339,7 @@ class KeystoresResource(_KeysResource):
         policy = self.signer.auth.require(req.get_header("Authorization"), "import_keystores")
         data = _body(req, MAX_KEYS_BODY)
         keystores = _keystores(data)
-        passwords = _str_list(data, "passwords")
-        assert passwords is not None
+        passwords = _passwords(data, required=True)
         if len(keystores) != len(passwords):
             raise BadRequest("passwords: one password per keystore", field="passwords")
         limits = self._limits("write")

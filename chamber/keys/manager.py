@@ -72,6 +72,7 @@ from chamber.keys.encrypted import (
     StoredKey,
     encrypt_secret,
 )
+from chamber.vault import faults
 
 if TYPE_CHECKING:
     from chamber.signer import Signer
@@ -361,8 +362,9 @@ class KeyManager:
         """Store and load ``items`` into ``target`` (an encrypted source's name or
         :data:`MEMORY`). One result per item: ``imported`` | ``duplicate`` | ``error``.
 
-        ``duplicate_if_loaded``: a key already loaded from any source is a duplicate (the
-        keymanager API's rule); otherwise only a key already in ``target`` is.
+        ``duplicate_if_loaded``: a key already loaded from any source, or held (even
+        deactivated) by any encrypted store, is a duplicate (the keymanager API's rule);
+        otherwise only a key already in ``target`` is.
         """
         registry = self.signer.registry
         results: list[dict[str, Any] | None] = [None] * len(items)
@@ -380,6 +382,13 @@ class KeyManager:
                 continue
             seen.add(pubkey)
             fresh.append((index, raw, pubkey, key))
+        if duplicate_if_loaded and fresh:
+            # Known to an encrypted store but not loaded (deactivated): still a duplicate,
+            # whichever the target (a memory import must not bring a deactivated key back).
+            for index, _raw, pubkey, key in fresh:
+                if self._find(pubkey) is not None:
+                    results[index] = _result("duplicate", key.pubkey_hex)
+            fresh = [entry for entry in fresh if results[entry[0]] is None]
 
         if target == MEMORY:
             with self._lock:
@@ -397,12 +406,6 @@ class KeyManager:
         source = self.store(target)
         master = self._master()
         if fresh:
-            if duplicate_if_loaded:
-                # Known to the store but not loaded (deactivated): still a duplicate.
-                for index, _raw, pubkey, key in list(fresh):
-                    if source.store.get(pubkey) is not None:
-                        results[index] = _result("duplicate", key.pubkey_hex)
-                fresh = [entry for entry in fresh if results[entry[0]] is None]
             now = int(time.time())
             with self._lock:
                 material = self._still(master)
@@ -418,7 +421,9 @@ class KeyManager:
                     for index, raw, pubkey, _key in fresh
                 ]
                 try:
+                    faults.point("keys_import:before_commit")
                     inserted = source.store.insert(records)
+                    faults.point("keys_import:after_commit")
                 except ChamberError as error:
                     for index, _raw, _pubkey, key in fresh:
                         results[index] = _result(
@@ -503,10 +508,10 @@ class KeyManager:
         self._master()  # sealed: 503 before any work
         if bls_withdrawal and self.backup_recipients is None:
             raise BadRequest(
-                "withdrawal: BLS (0x00) withdrawal credentials need the mnemonic to withdraw, "
-                "and without chamber.keys.generate.backup the signer keeps no copy of it; give "
-                "an execution address (0x01) or enable the backup",
-                field="withdrawal",
+                "bls_withdrawal: BLS (0x00) withdrawal credentials need the mnemonic to "
+                "withdraw, and without chamber.keys.generate.backup the signer keeps no copy of "
+                "it; give an execution address (0x01) or enable the backup",
+                field="bls_withdrawal",
             )
         per_batch = settings.mnemonic == "per_batch"
         batch_mnemonic = generate_mnemonic() if per_batch else None
@@ -699,8 +704,13 @@ class KeyManager:
                         statuses.append(_result("not_found", pubkey_hex))
             except ChamberError as error:
                 statuses.append(_result("error", pubkey_hex, error.message))
-        # Only now, with none of them signable here, is the history exported.
-        exported = self.signer.slashing.export_interchange(list(pubkeys))
+        # Only now, with none of them signable here, is the history exported. Keys answered
+        # "error" may still sign here, so their history would be a snapshot already going
+        # stale: it is left out.
+        settled = [
+            bytes.fromhex(entry["pubkey"][2:]) for entry in statuses if entry["status"] != "error"
+        ]
+        exported = self.signer.slashing.export_interchange(settled)
         with_history = {str(entry["pubkey"]).lower() for entry in exported.get("data", [])}
         if keymanager:
             for entry in statuses:
