@@ -69,7 +69,6 @@ GWEI_PER_ETH = 10**9
 #: Statuses of a per-key result that make a lifecycle command exit 1.
 FAILED_STATUSES = frozenset({"error", "not_found"})
 _SECRET_HEX = re.compile(r"(0[xX])?[0-9a-fA-F]{64}")
-_HEX = re.compile(r"(0[xX])?[0-9a-fA-F]*")
 
 SignerUrl = Annotated[
     str, Parameter(name="--signer-url", help="Base URL of the signer's HTTP API.")
@@ -526,63 +525,18 @@ class _ImportEntry:
 
 
 def _raw_key_entries(path: Path) -> list[_ImportEntry]:
-    """The secret key(s) of a ``--raw-key-file``: one ``0x``-hex 32-byte secret, or a Web3Signer
-    ``type: file-raw`` YAML descriptor (several ``---`` documents: one key each), parsed as the
-    filesystem key source parses it. Problems never quote the file's content."""
-    from chamber.keys.filesystem import (
-        _decode,
-        _descriptor_job,
-        _FileProblem,
-        _read_bytes,
-        _yaml_documents,
-    )
+    """The secret key(s) of a ``--raw-key-file`` (see
+    :func:`chamber.keys.filesystem.read_raw_key_file`); problems never quote the content."""
+    from chamber.keys.filesystem import KeyFileError, read_raw_key_file
 
-    flag = f"--raw-key-file {path}"
     try:
-        text = _decode(_read_bytes(path), "utf-8-sig").strip()
-        if not text:
-            raise _FileProblem("is empty")
-        if _HEX.fullmatch(text):
-            digits = len(text) - (2 if text[:2] in ("0x", "0X") else 0)
-            if digits != 64:
-                raise _FileProblem(
-                    f"a hex secret key is 32 bytes (64 hex digits); this one has {digits}"
-                )
-            return [_ImportEntry(str(path), secret="0x" + text[-64:].lower())]
-        documents = _yaml_documents(path)
-        if not documents or not all(isinstance(doc, dict) for doc in documents):
-            raise _FileProblem(
-                "neither a 0x-hex 32-byte secret key nor a Web3Signer 'type: file-raw' YAML "
-                "descriptor"
-            )
-        entries = []
-        for number, document in enumerate(documents, start=1):
-            where = f"document {number}: " if len(documents) > 1 else ""
-            if "crypto" in document and "type" not in document:
-                raise _FileProblem(
-                    "an EIP-2335 keystore: give keystores as arguments, not --raw-key-file"
-                )
-            if document.get("type") != "file-raw":
-                kind = document.get("type")
-                raise _FileProblem(
-                    f"{where}type {kind!r}: only 'type: file-raw' descriptors hold a raw key"
-                    + (" (import the keystore file itself)" if kind == "file-keystore" else "")
-                )
-            try:
-                job = _descriptor_job(path, document, set())
-            except _FileProblem as exc:
-                raise _FileProblem(f"{where}{exc}") from None
-            assert job.secret is not None
-            entries.append(
-                _ImportEntry(
-                    str(path),
-                    secret="0x" + job.secret.hex(),
-                    document=number if len(documents) > 1 else None,
-                )
-            )
-        return entries
-    except _FileProblem as exc:
-        raise CliError(f"{flag}: {exc}", 2) from None
+        found = read_raw_key_file(path)
+    except KeyFileError as exc:
+        raise CliError(f"--raw-key-file {path}: {exc}", 2) from None
+    return [
+        _ImportEntry(str(path), secret="0x" + secret.hex(), document=document)
+        for document, secret in found
+    ]
 
 
 @keys_app.command(name="import")

@@ -46,6 +46,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -63,9 +64,11 @@ from chamber.keys import KeyLoadResult, ValidatorKey
 __all__ = [
     "FileStatus",
     "FilesystemKeySource",
+    "KeyFileError",
     "LoadStats",
     "ProgressCallback",
     "check_paths",
+    "read_raw_key_file",
 ]
 
 log = logging.getLogger("chamber.keys.filesystem")
@@ -676,3 +679,59 @@ def check_paths(
         else:
             statuses.append(FileStatus(path, "ok", pubkey=item.pubkey_hex))
     return statuses
+
+
+# --------------------------------------------------------------------------------------------
+# One raw key file, for the CLI's ``keys import --raw-key-file``
+
+_HEX_TEXT = re.compile(r"(0[xX])?[0-9a-fA-F]*")
+
+
+class KeyFileError(ValueError):
+    """A key file that cannot be used; the message never quotes the file's content."""
+
+
+def read_raw_key_file(path: Path) -> list[tuple[int | None, bytes]]:
+    """The secret key(s) of a raw key file: one ``0x``-hex 32-byte secret, or a Web3Signer
+    ``type: file-raw`` YAML descriptor (several ``---`` documents: one key each), parsed exactly
+    as the filesystem key source parses descriptors. Returns ``(document number or None,
+    secret)`` per key; :class:`KeyFileError` names the problem without quoting the content."""
+    try:
+        text = _decode(_read_bytes(path), "utf-8-sig").strip()
+        if not text:
+            raise _FileProblem("is empty")
+        if _HEX_TEXT.fullmatch(text):
+            digits = len(text) - (2 if text[:2] in ("0x", "0X") else 0)
+            if digits != 64:
+                raise _FileProblem(
+                    f"a hex secret key is 32 bytes (64 hex digits); this one has {digits}"
+                )
+            return [(None, bytes.fromhex(text[-64:]))]
+        documents = _yaml_documents(path)
+        if not documents or not all(isinstance(doc, dict) for doc in documents):
+            raise _FileProblem(
+                "neither a 0x-hex 32-byte secret key nor a Web3Signer 'type: file-raw' YAML "
+                "descriptor"
+            )
+        found: list[tuple[int | None, bytes]] = []
+        for number, document in enumerate(documents, start=1):
+            where = f"document {number}: " if len(documents) > 1 else ""
+            if "crypto" in document and "type" not in document:
+                raise _FileProblem(
+                    "an EIP-2335 keystore: give keystores as arguments, not --raw-key-file"
+                )
+            if document.get("type") != "file-raw":
+                kind = document.get("type")
+                raise _FileProblem(
+                    f"{where}type {kind!r}: only 'type: file-raw' descriptors hold a raw key"
+                    + (" (import the keystore file itself)" if kind == "file-keystore" else "")
+                )
+            try:
+                job = _descriptor_job(path, document, set())
+            except _FileProblem as exc:
+                raise _FileProblem(f"{where}{exc}") from None
+            assert job.secret is not None
+            found.append((number if len(documents) > 1 else None, job.secret))
+        return found
+    except _FileProblem as exc:
+        raise KeyFileError(str(exc)) from None
