@@ -43,7 +43,8 @@ from chamber.signer import Signer
 
 audit = logging.getLogger("chamber.audit")
 
-#: Largest accepted body of an import request (100 scrypt keystores are ~100 KiB).
+#: Largest accepted body of a key request (100 scrypt keystores are ~100 KiB; a public key in
+#: a list ~100 bytes, so the item limits, not this, bound PATCH and DELETE).
 MAX_KEYS_BODY: Final = 16 * 1024 * 1024
 DEFAULT_AMOUNT_GWEI: Final = 32 * GWEI_PER_ETH
 
@@ -174,7 +175,7 @@ class ChamberKeysResource(_KeysResource):
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_keys_write")
         self.vault  # noqa: B018 -- no vault: the documented 404, before the body is parsed
-        data = _body(req)
+        data = _body(req, MAX_KEYS_BODY)
         pubkeys = _pubkeys(data)
         status = _str(data, "status")
         if status not in ("active", "inactive"):
@@ -193,7 +194,7 @@ class ChamberKeysResource(_KeysResource):
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_keys_delete")
         self.vault  # noqa: B018 -- no vault: the documented 404, before the body is parsed
-        pubkeys = _pubkeys(_body(req))
+        pubkeys = _pubkeys(_body(req, MAX_KEYS_BODY))
         limits = self.manager.settings.lifecycle
         self._count(len(pubkeys), limits, "pubkeys", "chamber.keys.lifecycle")
         with self.manager.admit("lifecycle", limits, "chamber.keys.lifecycle") as deadline:
@@ -215,7 +216,7 @@ class KeysGenerateResource(_KeysResource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "chamber_keys_generate")
         self.vault  # noqa: B018 -- no vault: the documented 404, before the body is parsed
-        data = _body(req)
+        data = _body(req, MAX_KEYS_BODY)
         count = data.get("count")
         if isinstance(count, bool) or not isinstance(count, int):
             raise BadRequest("count: required, an integer", field="count")
@@ -376,7 +377,7 @@ class KeystoresResource(_KeysResource):
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         policy = self.signer.auth.require(req.get_header("Authorization"), "delete_keys")
-        pubkeys = _pubkeys(_body(req))
+        pubkeys = _pubkeys(_body(req, MAX_KEYS_BODY))
         limits = self._limits("read")
         if pubkeys:  # an empty list is a valid request with an empty answer
             self._count(len(pubkeys), limits, "pubkeys", "http.key_manager_api")
