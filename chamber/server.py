@@ -147,13 +147,17 @@ class SignerServer:
                 extra={"inflight": self.gate.inflight},
             )
             trigger = self.server.trigger
-            # Let every connection flush the answer it still owes, then close it.
-            trigger.pull_trigger(self._close_connections_when_flushed)
-            deadline = time.monotonic() + 5
-            while self._open_connections() and time.monotonic() < deadline:
-                time.sleep(0.02)
-                trigger.pull_trigger()
-            trigger.pull_trigger(self._close_all)
+            try:
+                # Let every connection flush the answer it still owes, then close it.
+                trigger.pull_trigger(self._close_connections_when_flushed)
+                deadline = time.monotonic() + 5
+                while self._open_connections() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    trigger.pull_trigger()
+                trigger.pull_trigger(self._close_all)
+            except OSError:
+                # The main loop already closed its trigger: the server is down, nothing to do.
+                log.debug("server closed before the drain finished")
 
         self.server.trigger.pull_trigger(self._stop_listening)
         threading.Thread(target=finish, name="drain", daemon=True).start()
