@@ -1,22 +1,25 @@
 """SQLite group commit: checks decided within one batch are exactly as strict as one by one.
 
-The writer decides each check from its cache (speculatively updated as it goes) inside one
-transaction per batch. These tests hold the writer on a blocking job so that several checks land
-in the same batch, then release it: conflicts between checks of one batch must be caught
-exactly as if they had come one by one. A real SQLite file in a temporary directory.
+The batch's leader decides each check from its cache (speculatively updated as it goes) and
+writes the batch's new records in one multi-row insert, committed once. These tests hold the
+leader on a blocking job so that several checks land in the same batch, then release it:
+conflicts between checks of one batch must be caught exactly as if they had come one by one, a
+failed write must fail the whole batch and leave nothing behind, and the leadership must pass
+on so that no request waits forever. A real SQLite file in a temporary directory.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chamber.errors import SlashingRefused
+from chamber.errors import SlashingRefused, Unavailable
 from chamber.slashing.sqlite import SQLiteSlashingBackend
 
 GVR = b"\x42" * 32
@@ -38,9 +41,14 @@ def backend(tmp_path: Path) -> Iterator[SQLiteSlashingBackend]:
 
 
 def one_batch(
-    backend: SQLiteSlashingBackend, starts: list[Callable[[], Callable[[], None]]]
+    backend: SQLiteSlashingBackend,
+    starts: list[Callable[[], Callable[[], None]]],
+    keep_cache: bool = False,
 ) -> list[BaseException | None]:
-    """Queue every check while the writer is held, so they form one batch; their outcomes."""
+    """Queue every check while the leader is held, so they form one batch; their outcomes.
+
+    The holding job is a bulk job, after which the leader drops its cache (the batch then reads
+    every validator afresh), unless ``keep_cache``."""
     holding = threading.Event()
     release = threading.Event()
 
@@ -48,11 +56,11 @@ def one_batch(
         holding.set()
         release.wait(10)
 
-    blocker = threading.Thread(target=lambda: backend._submit(hold))
+    blocker = threading.Thread(target=lambda: backend._submit(hold, single=keep_cache))
     blocker.start()
     assert holding.wait(10)
     waiters = [start() for start in starts]  # queued behind the held job: the next batch
-    with backend._cond:
+    with backend._mutex:
         assert len(backend._queue) == len(starts)
     release.set()
     blocker.join(10)
@@ -140,3 +148,155 @@ def test_a_new_validator_first_seen_twice_in_one_batch(backend: SQLiteSlashingBa
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], SlashingRefused)
     assert len(backend._read(lambda c: c.execute("SELECT id FROM validators").fetchall())) == 1
+
+
+class CountingConnection:
+    """The write connection, recording the first word of every statement the backend runs."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.seen: list[str] = []
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self.seen.append(sql.split()[0].upper())
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def write_statements(backend: SQLiteSlashingBackend) -> list[str]:
+    """Record the statements the backend runs on its write connection from now on."""
+    counting = CountingConnection(backend._conn)
+    backend._conn = counting  # type: ignore[assignment]
+    return counting.seen
+
+
+def test_a_batch_on_the_fast_path_is_one_insert_and_one_commit(
+    backend: SQLiteSlashingBackend, tmp_path: Path
+) -> None:
+    """The steady state (known validators, rising epochs) costs one SQLite statement per
+    batch: the multi-row insert in autocommit, durable by itself (synchronous=FULL)."""
+    backend.check_and_record_attestation(A, 1, 2, root(2))
+    backend.check_and_record_attestation(B, 1, 2, root(2))
+    seen = write_statements(backend)
+    outcomes = one_batch(
+        backend,
+        [
+            lambda: backend.begin_attestation(A, 2, 3, root(3)),
+            lambda: backend.begin_attestation(B, 2, 3, root(3)),
+            lambda: backend.begin_attestation(A, 3, 4, root(4)),
+        ],
+        keep_cache=True,
+    )
+    assert outcomes == [None, None, None]
+    assert seen == ["INSERT"]
+    backend.close()
+    reopened = SQLiteSlashingBackend(tmp_path / "slashing.sqlite", GVR)
+    try:
+        assert len(rows(reopened, "attestations")) == 5
+        assert reopened.integrity_check() == []
+    finally:
+        reopened.close()
+
+
+def test_a_batch_that_must_read_is_one_transaction(backend: SQLiteSlashingBackend) -> None:
+    backend.check_and_record_attestation(A, 1, 2, root(2))
+    seen = write_statements(backend)
+    outcomes = one_batch(
+        backend,
+        [
+            lambda: backend.begin_attestation(A, 2, 3, root(3)),
+            lambda: backend.begin_attestation(A, 1, 2, root(2)),  # identical again: reads
+            lambda: backend.begin_attestation(A, 3, 4, root(4)),
+        ],
+        keep_cache=True,
+    )
+    assert outcomes == [None, None, None]
+    assert seen == ["BEGIN", "INSERT", "SELECT", "SELECT", "SELECT", "INSERT", "COMMIT"]
+    assert [(r[1], r[2]) for r in rows(backend, "attestations")] == [(1, 2), (2, 3), (3, 4)]
+
+
+@pytest.mark.parametrize("must_read", [False, True], ids=["autocommit", "transaction"])
+def test_a_failed_write_fails_the_whole_batch_and_keeps_nothing(
+    backend: SQLiteSlashingBackend, must_read: bool
+) -> None:
+    backend.check_and_record_attestation(A, 1, 2, root(2))
+    backend.check_and_record_attestation(B, 1, 2, root(2))
+    backend.check_and_record_block(A, 1, root(1))
+    # The disk "fails" for one record of the batch: the whole multi-row insert aborts.
+    backend._conn.execute(
+        "CREATE TEMP TRIGGER injected BEFORE INSERT ON attestations WHEN NEW.target = 13 "
+        "BEGIN SELECT RAISE(ABORT, 'injected write failure'); END"
+    )
+    starts = [
+        lambda: backend.begin_attestation(A, 2, 3, root(3)),
+        lambda: backend.begin_attestation(B, 12, 13, root(13)),
+        lambda: backend.begin_block(A, 2, root(2)),
+    ]
+    if must_read:
+        starts.append(lambda: backend.begin_attestation(A, 1, 2, root(2)))  # identical: reads
+    outcomes = one_batch(backend, starts)
+    assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+    assert [(r[1], r[2]) for r in rows(backend, "attestations")] == [(1, 2), (1, 2)]
+    assert [r[1] for r in rows(backend, "blocks")] == [1]
+    assert backend.integrity_check() == []
+    # Nothing was remembered either: once the disk is back, the same requests are fine.
+    backend._conn.execute("DROP TRIGGER injected")
+    backend.check_and_record_attestation(A, 2, 3, root(3))
+    backend.check_and_record_attestation(B, 12, 13, root(13))
+    backend.check_and_record_block(A, 2, root(2))
+    with pytest.raises(SlashingRefused):
+        backend.check_and_record_attestation(A, 2, 3, root(33))
+    assert len(rows(backend, "attestations")) == 4
+
+
+def test_leadership_passes_on_and_nobody_waits_forever(backend: SQLiteSlashingBackend) -> None:
+    """Many requesters, each queueing a check, "signing" (sleeping) and then waiting: every
+    check is answered, every record is written, and no thread hangs."""
+    validators = [bytes([n]) * 48 for n in range(16)]
+    failures: list[BaseException] = []
+
+    def requester(pubkey: bytes) -> None:
+        try:
+            for epoch in range(1, 61):
+                wait = backend.begin_attestation(pubkey, epoch - 1, epoch, root(epoch))
+                time.sleep(0.0002 * (epoch % 3))
+                wait()
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=requester, args=(v,)) for v in validators]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a requester waits forever"
+    assert failures == []
+    assert len(rows(backend, "attestations")) == 16 * 60
+    assert backend.integrity_check() == []
+
+
+def test_close_writes_what_was_queued_and_then_refuses(tmp_path: Path) -> None:
+    backend = SQLiteSlashingBackend(tmp_path / "slashing.sqlite", GVR)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        holding.set()
+        release.wait(10)
+
+    blocker = threading.Thread(target=lambda: backend._submit(hold))
+    blocker.start()
+    assert holding.wait(10)
+    wait = backend.begin_attestation(A, 1, 2, root(2))  # queued; its requester still "signs"
+    release.set()
+    blocker.join(10)
+    backend.close()  # nobody leads the queued check: close writes it
+    wait()  # durable, not lost
+    with pytest.raises(Unavailable):
+        backend.begin_attestation(A, 2, 3, root(3))
+    reopened = SQLiteSlashingBackend(tmp_path / "slashing.sqlite", GVR)
+    try:
+        assert [(r[1], r[2]) for r in rows(reopened, "attestations")] == [(1, 2)]
+    finally:
+        reopened.close()
