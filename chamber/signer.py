@@ -57,7 +57,7 @@ class Signer:
         """Load every key source that does not need the vault; errors are reported per item."""
         for name, source in self.key_sources.items():
             if not source.requires_unseal:
-                self._load_source(name, source, None)
+                self.load_source(name, source, None)
         self.keys_loaded.set()
 
     @property
@@ -72,7 +72,8 @@ class Signer:
     def drop_unsealed_keys(self) -> None:
         self.manager.drop_unsealed()
 
-    def _load_source(self, name: str, source: KeySource, master: bytearray | None) -> None:
+    def load_source(self, name: str, source: KeySource, master: bytearray | None) -> None:
+        """(Re)load one key source into the registry, with its metrics, logs and event."""
         started = time.perf_counter()
         result = source.load(master) if master is not None else source.load()
         elapsed = time.perf_counter() - started

@@ -93,7 +93,8 @@ class SignResource:
                 if not policy.allows_operation(request_type):
                     raise Forbidden(f"policy {policy.name!r} may not request {request_type}")
                 # The record is queued before signing and must be durable before the signature
-                # leaves: with group commit the BLS work overlaps the batch's fsync. The metric is
+                # leaves: with group commit the BLS work overlaps other requests' batch writes
+                # (the leader of a batch writes it here, before its own signing). The metric is
                 # the time this request spent in slashing protection, signing excluded.
                 db_started = time.perf_counter()
                 durable = begin_protect(signer.slashing, key.pubkey, job)

@@ -144,9 +144,6 @@ class _KeysResource(_VaultResource):
         self.vault  # noqa: B018 -- raises the documented 404 when no vault is configured
         return self.signer.manager
 
-    def _count(self, count: int, limits: KeyOperationConfig, field: str, setting: str) -> None:
-        KeyManager.check_count(count, limits, field, setting)
-
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
@@ -181,7 +178,7 @@ class ChamberKeysResource(_KeysResource):
         if status not in ("active", "inactive"):
             raise BadRequest("status: must be 'active' or 'inactive'", field="status")
         limits = self.manager.settings.lifecycle
-        self._count(len(pubkeys), limits, "pubkeys", "chamber.keys.lifecycle")
+        KeyManager.check_count(len(pubkeys), limits, "pubkeys", "chamber.keys.lifecycle")
         with self.manager.admit("lifecycle", limits, "chamber.keys.lifecycle") as deadline:
             results = self.manager.set_status(pubkeys, status, deadline)
         audit.warning(
@@ -196,7 +193,7 @@ class ChamberKeysResource(_KeysResource):
         self.vault  # noqa: B018 -- no vault: the documented 404, before the body is parsed
         pubkeys = _pubkeys(_body(req, MAX_KEYS_BODY))
         limits = self.manager.settings.lifecycle
-        self._count(len(pubkeys), limits, "pubkeys", "chamber.keys.lifecycle")
+        KeyManager.check_count(len(pubkeys), limits, "pubkeys", "chamber.keys.lifecycle")
         with self.manager.admit("lifecycle", limits, "chamber.keys.lifecycle") as deadline:
             answer = self.manager.delete(pubkeys, deadline, keymanager=False)
         audit.warning("keys deleted", extra={"policy": policy.name, **_summary(answer["data"])})
@@ -222,7 +219,7 @@ class KeysGenerateResource(_KeysResource):
             raise BadRequest("count: required, an integer", field="count")
         limits = self.manager.settings.generate
         KeyManager.require_enabled(limits, "chamber.keys.generate")
-        self._count(count, limits, "count", "chamber.keys.generate")
+        KeyManager.check_count(count, limits, "count", "chamber.keys.generate")
         address = _str(data, "withdrawal_address", required=False)
         compounding = _bool(data, "compounding")
         bls_withdrawal = _bool(data, "bls_withdrawal")
@@ -286,7 +283,7 @@ class KeysImportResource(_KeysResource):
         raw = _raw_keys(data)
         limits = self.manager.settings.import_
         field = "keystores" if keystores or not raw else "raw_keys"
-        self._count(len(keystores) + len(raw), limits, field, "chamber.keys.import")
+        KeyManager.check_count(len(keystores) + len(raw), limits, field, "chamber.keys.import")
         store = self.manager.store(_str(data, "store", required=False))
         self.manager._master()  # 503 while sealed, before decrypting anything
         with self.manager.admit("import", limits, "chamber.keys.import") as deadline:
@@ -344,7 +341,7 @@ class KeystoresResource(_KeysResource):
         if len(keystores) != len(passwords):
             raise BadRequest("passwords: one password per keystore", field="passwords")
         limits = self._limits("write")
-        self._count(len(keystores), limits, "keystores", "http.key_manager_api")
+        KeyManager.check_count(len(keystores), limits, "keystores", "http.key_manager_api")
         protection = data.get("slashing_protection")
         if protection is not None and not isinstance(protection, (str, dict)):
             raise BadRequest(
@@ -380,7 +377,7 @@ class KeystoresResource(_KeysResource):
         pubkeys = _pubkeys(_body(req, MAX_KEYS_BODY))
         limits = self._limits("read")
         if pubkeys:  # an empty list is a valid request with an empty answer
-            self._count(len(pubkeys), limits, "pubkeys", "http.key_manager_api")
+            KeyManager.check_count(len(pubkeys), limits, "pubkeys", "http.key_manager_api")
         with self.manager.admit("keymanager_read", limits, "http.key_manager_api") as deadline:
             answer = self.manager.delete(pubkeys, deadline, keymanager=True)
         audit.warning(

@@ -316,7 +316,7 @@ class KeyManager:
             self._tokens.clear()
             for name, source in self.signer.key_sources.items():
                 if source.requires_unseal:
-                    self.signer._load_source(name, source, master.material)
+                    self.signer.load_source(name, source, master.material)
             return len(self.signer.registry)
 
     def drop_unsealed(self) -> None:
