@@ -300,3 +300,31 @@ def test_close_writes_what_was_queued_and_then_refuses(tmp_path: Path) -> None:
         assert [(r[1], r[2]) for r in rows(reopened, "attestations")] == [(1, 2)]
     finally:
         reopened.close()
+
+
+def test_a_failed_read_fails_the_whole_batch(backend: SQLiteSlashingBackend) -> None:
+    """A database error in any check fails every check of its batch, including those decided
+    before it (SQLite may have rolled their rows back with the transaction)."""
+    backend.check_and_record_attestation(A, 1, 2, root(2))
+    backend.check_and_record_block(A, 10, root(10))
+    denied = sqlite3.SQLITE_DENY
+
+    def authorizer(action: int, table: str | None, *rest: object) -> int:
+        return denied if action == sqlite3.SQLITE_READ and table == "blocks" else sqlite3.SQLITE_OK
+
+    backend._conn.set_authorizer(authorizer)
+    outcomes = one_batch(
+        backend,
+        [
+            lambda: backend.begin_attestation(A, 2, 3, root(3)),  # fast path, decided first
+            lambda: backend.begin_block(A, 5, root(5)),  # below the highest slot: must read
+            lambda: backend.begin_attestation(B, 0, 1, root(1)),
+        ],
+        keep_cache=True,
+    )
+    assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+    backend._conn.set_authorizer(None)
+    assert [(r[1], r[2]) for r in rows(backend, "attestations")] == [(1, 2)]
+    assert [r[1] for r in rows(backend, "blocks")] == [10]
+    backend.check_and_record_attestation(A, 2, 3, root(3))  # fine once reads work again
+    backend.check_and_record_block(A, 5, root(5))

@@ -314,11 +314,15 @@ class SQLiteSlashingBackend:
     def _lead(self, batch: list[_Job]) -> None:
         """Write ``batch`` (the caller holds the leadership), then publish the outcomes, wake
         the batch's waiters and pass the leadership on."""
+        written = False
         try:
             self._execute(batch)
+            written = True
         finally:
             with self._mutex:
                 for job in batch:
+                    if not written and job.error is None:  # never "done" without its record
+                        job.error = Unavailable("slashing protection failed; nothing was signed")
                     job.done = True
                     if job.gate is not None:
                         job.gate.release()
@@ -365,12 +369,11 @@ class SQLiteSlashingBackend:
                 if job.single_statement:
                     try:
                         job.result = job.fn(conn)
-                    except _BatchFailed:
+                    except (sqlite3.Error, _BatchFailed):
+                        # The whole batch fails: SQLite may have rolled the transaction back
+                        # (earlier checks' rows with it) and carried on in autocommit.
                         raise
-                    except sqlite3.Error:
-                        log.exception("slashing database statement failed")
-                        job.error = Unavailable("slashing protection database error; not signed")
-                    except BaseException as exc:
+                    except Exception as exc:  # a refusal or a bad value: this check only
                         job.error = exc
                     continue
                 self._before_read(conn)
