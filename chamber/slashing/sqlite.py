@@ -10,13 +10,14 @@ writes the batch's new records in one multi-row ``INSERT`` (inside a ``BEGIN IMM
 transaction when the batch also had to read or write anything else) and commits once: one fsync
 for the batch. Then it wakes the batch's waiters and hands the leadership to a requester already
 waiting on the next batch. Requests that queue while a batch is being written go on (a signing
-request computes its signature meanwhile) and usually find their check durable when they come
-to wait.
+request computes its signature meanwhile) and, once signed, find their check durable or sleep
+until it is.
 
 Why this shape (measured, see docs/performance.md): every thread hand-off (a wake-up, a wait for
 the GIL) costs tens of microseconds of CPU on a loaded machine, and every SQLite call releases
 and re-takes the GIL. A dedicated writer thread with one statement per check cost ~40 % of the
-signing rate; a steady-state batch here is one SQLite call and most requests never sleep.
+signing rate; a steady-state batch here is one SQLite call, and a request whose check is durable
+by the time it has signed does not sleep at all.
 
 Later checks in a batch see earlier ones (the cache, and pending rows are written before any
 read), so a batch is exactly as strict as one by one. A failed statement or commit fails every
@@ -180,7 +181,6 @@ class _Job:
 
 class _BatchFailed(Exception):
     """Writing the batch's pending rows failed: the whole batch must fail."""
-
 
 
 class SQLiteSlashingBackend:
