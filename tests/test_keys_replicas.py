@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -34,17 +33,24 @@ from chamber.vault.kms import KmsSet
 from chamber.vault.local_kms import LocalKms
 from chamber.vault.service import Vault, VaultOptions
 from chamber.vault.sqlite_state import SQLiteStateBackend
-from tests import bodies
 from tests.harness import make_keys
+from tests.replica_support import (
+    FOLLOW_LIMIT,
+    KEYS_API,
+    follow,
+    import_raw,
+    keys_api,
+    loaded,
+    never_signs_again,
+    refuses,
+    set_status,
+    signs,
+    status_of,
+)
 from tests.vault_support import ARGON2, OPS_TOKEN, Chamber, vault_config
 
-#: The acceptance bound for a replica to follow a key change made through the other one.
-FOLLOW_LIMIT = 2.0
-#: How long a replica is watched after it dropped a key: it must never sign with it again.
-WATCH_AFTER = 3.0
 KMS_KEYS = ("local:keys-replicas-a", "local:keys-replicas-b")
 KEYS = make_keys(6, seed="keys-replicas")
-KEYS_API = "/api/v1/chamber/keys"
 
 
 @dataclass
@@ -114,79 +120,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def status_of(chamber: Chamber, pubkey_hex: str, epoch: int = bodies.BASE_EPOCH) -> int:
-    return chamber.sign(pubkey_hex, bodies.randao(epoch)).status
-
-
-def follow(
-    pair: Pair,
-    label: str,
-    check: Callable[[], bool],
-    record_property: Callable[[str, object], None],
-) -> float:
-    """Poll ``check`` every 20 ms until true (at most :data:`FOLLOW_LIMIT`); record the time."""
-    started = time.monotonic()
-    while not check():
-        elapsed = time.monotonic() - started
-        assert elapsed < FOLLOW_LIMIT, f"{label}: not within {FOLLOW_LIMIT} s"
-        time.sleep(0.02)
-    elapsed = time.monotonic() - started
-    pair.latencies[label] = elapsed
-    record_property(f"follow_latency[{label}]", round(elapsed, 3))
-    print(f"\n[keys replicas] {label}: {elapsed:.3f} s")
-    return elapsed
-
-
-def signs(chamber: Chamber, pubkey_hex: str) -> Callable[[], bool]:
-    def check() -> bool:
-        status = status_of(chamber, pubkey_hex)
-        assert status in (200, 404), status
-        return status == 200
-
-    return check
-
-
-def refuses(chamber: Chamber, pubkey_hex: str) -> Callable[[], bool]:
-    def check() -> bool:
-        status = status_of(chamber, pubkey_hex)
-        assert status in (200, 404), status
-        return status == 404
-
-    return check
-
-
-def never_signs_again(chamber: Chamber, pubkey_hex: str) -> None:
-    """For :data:`WATCH_AFTER` seconds every request for the key answers 404."""
-    deadline = time.monotonic() + WATCH_AFTER
-    epoch = bodies.BASE_EPOCH
-    while time.monotonic() < deadline:
-        epoch += 1
-        status = status_of(chamber, pubkey_hex, epoch)
-        assert status == 404, f"{pubkey_hex} answered {status} after it was dropped"
-        time.sleep(0.05)
-
-
-def keys_api(chamber: Chamber, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    response = chamber.http(method, KEYS_API + path, body, OPS_TOKEN)
-    assert response.status == 200, response.body
-    return response.json()
-
-
-def import_raw(chamber: Chamber, key: Any) -> None:
-    answer = keys_api(chamber, "POST", "/import", {"raw_keys": [{"secret": key.secret_hex}]})
-    assert answer["data"] == [{"status": "imported", "pubkey": key.pubkey_hex}], answer
-
-
-def set_status(chamber: Chamber, pubkey_hex: str, status: str, expected: str) -> None:
-    answer = keys_api(chamber, "PATCH", "", {"pubkeys": [pubkey_hex], "status": status})
-    assert answer["data"] == [{"status": expected, "pubkey": pubkey_hex}], answer
-
-
-def loaded(chamber: Chamber) -> int:
-    keys: dict[str, int] = chamber.status()["keys"]
-    return keys["loaded"]
 
 
 # ---------------------------------------------------------------------- the scenarios

@@ -46,18 +46,23 @@ from chamber.config import ChamberKeysConfig
 from chamber.keys.manager import FULL_REFRESH_EVERY
 from tests import bodies
 from tests.harness import Client, make_keys
-from tests.vault_support import OPS_TOKEN
+from tests.replica_support import (
+    follow,
+    import_raw,
+    keys_api,
+    loaded,
+    never_signs_again,
+    refuses,
+    set_status,
+    signs,
+    status_of,
+)
 
-#: The acceptance bound for a replica to follow a key change made through the other one.
-FOLLOW_LIMIT = 2.0
-#: How long a replica is watched after it dropped a key: it must never sign with it again.
-WATCH_AFTER = 3.0
 #: How long both replicas are left idle (keys in the table, no change) in the Scan count.
 IDLE = 5.0
 KEYS = make_keys(5, seed="aws-replicas")
 #: Imported before the idle check, so that the table is not empty; never touched afterwards.
 BACKGROUND = KEYS[:3]
-KEYS_API = "/api/v1/chamber/keys"
 #: Each replica's AWS access key id: moto maps any unknown id to its one default account (where
 #: the KMS keys are), and the recorded ``Authorization`` header names it.
 ACCESS_KEYS = {"a": "AKIAREPLICAAAAAAAAAA", "b": "AKIAREPLICABBBBBBBBB"}
@@ -222,87 +227,6 @@ def recorder(moto_module: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def status_of(chamber: ReplicaChamber, pubkey_hex: str, epoch: int = bodies.BASE_EPOCH) -> int:
-    return chamber.sign(pubkey_hex, bodies.randao(epoch)).status
-
-
-def follow(
-    pair: Pair,
-    label: str,
-    check: Callable[[], bool],
-    record_property: Callable[[str, object], None],
-) -> float:
-    """Poll ``check`` every 20 ms until true (at most :data:`FOLLOW_LIMIT`); record the time."""
-    started = time.monotonic()
-    while not check():
-        elapsed = time.monotonic() - started
-        assert elapsed < FOLLOW_LIMIT, f"{label}: not within {FOLLOW_LIMIT} s"
-        time.sleep(0.02)
-    elapsed = time.monotonic() - started
-    assert elapsed < FOLLOW_LIMIT, f"{label}: {elapsed:.3f} s"
-    pair.latencies[label] = elapsed
-    record_property(f"follow_latency[{label}]", round(elapsed, 3))
-    print(f"\n[aws replicas] {label}: {elapsed:.3f} s")
-    return elapsed
-
-
-def signs(chamber: ReplicaChamber, pubkey_hex: str) -> Callable[[], bool]:
-    def check() -> bool:
-        status = status_of(chamber, pubkey_hex)
-        assert status in (200, 404), status
-        return status == 200
-
-    return check
-
-
-def refuses(chamber: ReplicaChamber, pubkey_hex: str) -> Callable[[], bool]:
-    def check() -> bool:
-        status = status_of(chamber, pubkey_hex)
-        assert status in (200, 404), status
-        return status == 404
-
-    return check
-
-
-def never_signs_again(chamber: ReplicaChamber, pubkey_hex: str) -> int:
-    """For :data:`WATCH_AFTER` seconds every request for the key answers 404; how many."""
-    deadline = time.monotonic() + WATCH_AFTER
-    epoch = bodies.BASE_EPOCH
-    polls = 0
-    while time.monotonic() < deadline:
-        epoch += 1
-        status = status_of(chamber, pubkey_hex, epoch)
-        assert status == 404, f"{pubkey_hex} answered {status} after it was dropped"
-        polls += 1
-        time.sleep(0.05)
-    return polls
-
-
-def keys_api(
-    chamber: ReplicaChamber, method: str, path: str, body: dict[str, Any] | None = None
-) -> Any:
-    response = chamber.http(method, KEYS_API + path, body, OPS_TOKEN)
-    assert response.status == 200, response.body
-    return response.json()
-
-
-def import_raw(chamber: ReplicaChamber, *keys: Any) -> None:
-    answer = keys_api(
-        chamber, "POST", "/import", {"raw_keys": [{"secret": key.secret_hex} for key in keys]}
-    )
-    assert answer["data"] == [{"status": "imported", "pubkey": key.pubkey_hex} for key in keys]
-
-
-def set_status(chamber: ReplicaChamber, pubkey_hex: str, status: str, expected: str) -> None:
-    answer = keys_api(chamber, "PATCH", "", {"pubkeys": [pubkey_hex], "status": status})
-    assert answer["data"] == [{"status": expected, "pubkey": pubkey_hex}], answer
-
-
-def loaded(chamber: ReplicaChamber) -> int:
-    keys: dict[str, int] = chamber.status()["keys"]
-    return keys["loaded"]
 
 
 def is_counter_read(request: Recorded) -> bool:
