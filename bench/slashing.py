@@ -4,9 +4,10 @@ and (when a URL is given) PostgreSQL, back to back, and each one's rate as a sha
     python bench/slashing.py [--clients 32] [--duration 15] [--rounds 3] [--threads N]
                              [--postgres-url postgresql://…]
 
-Each round runs every backend once, back to back, so a round's shares compare runs made seconds
-apart; the machine's speed drifts between minutes (a shared VM), so a share is only meaningful
-within its round. With several rounds the verdict uses the median share.
+Each round runs every backend once, back to back (in reverse order every other round), so a
+round's shares compare runs made seconds apart; the machine's speed drifts between minutes (a
+shared VM), so a share is only meaningful within its round. With several rounds the verdict uses
+the median share.
 
 Targets checked (issue 3): SQLite at 32 clients >= 1,800 attestation signatures/s and >= 80% of
 the noop rate measured in the same round. Exit 1 when a target is missed or a run failed.
@@ -46,14 +47,17 @@ def run(backend: str, args: argparse.Namespace, out: Path, extra: list[str]) -> 
 
 
 def one_round(args: argparse.Namespace, tmp: Path, number: int) -> dict[str, Any]:
-    runs = {
-        "noop": run("noop", args, tmp / f"noop-{number}.json", []),
-        "sqlite": run("sqlite", args, tmp / f"sqlite-{number}.json", [
-            "--set", f"anti_slashing.path={tmp}/bench-{number}.sqlite"]),
+    """Every backend once. Even rounds run them in reverse order, so a machine that speeds up or
+    slows down during a round favours no backend over several rounds."""
+    plans: dict[str, list[str]] = {
+        "noop": [],
+        "sqlite": ["--set", f"anti_slashing.path={tmp}/bench-{number}.sqlite"],
     }
     if args.postgres_url:
-        runs["postgres"] = run("postgres", args, tmp / f"pg-{number}.json",
-                               ["--slashing-url", args.postgres_url])
+        plans["postgres"] = ["--slashing-url", args.postgres_url]
+    order = list(plans) if number % 2 else list(reversed(plans))
+    done = {name: run(name, args, tmp / f"{name}-{number}.json", plans[name]) for name in order}
+    runs = {name: done[name] for name in plans}
     noop_rate = runs["noop"]["results"]["signatures_per_second"]
     backends: dict[str, Any] = {}
     for name, result in runs.items():
