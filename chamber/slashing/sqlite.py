@@ -152,9 +152,10 @@ class _Validator:
 
 @dataclass(slots=True)
 class _Cached:
-    """The writer's view of one validator: authoritative because only the writer thread of the
-    only process (flock) changes the database. Speculatively updated as checks run; dropped
-    whole when a transaction fails or a multi-statement job (import, prune, watermark) ran."""
+    """The leaders' view of one validator: authoritative because only the batch's leader (one at
+    a time) of the only process (flock) changes the database. Speculatively updated as checks
+    run; dropped whole when a batch fails or a multi-statement job (import, prune, watermark)
+    ran."""
 
     id: int | None
     floors: Floors
@@ -497,7 +498,7 @@ class SQLiteSlashingBackend:
     def _record_block(
         self, conn: sqlite3.Connection, pubkey: bytes, slot: int, root: bytes
     ) -> None:
-        """Writer: check a block and queue its record for the batch's insert."""
+        """Leader: check a block and queue its record for the batch's insert."""
         require_storable("slot", slot)
         v = self._cached(conn, pubkey)
         existing = None
@@ -516,7 +517,7 @@ class SQLiteSlashingBackend:
     def _record_attestation(
         self, conn: sqlite3.Connection, pubkey: bytes, source: int, target: int, root: bytes
     ) -> None:
-        """Writer: check an attestation and queue its record for the batch's insert (the
+        """Leader: check an attestation and queue its record for the batch's insert (the
         trigger keeps the maxima in the same statement)."""
         require_storable("source_epoch", source)
         require_storable("target_epoch", target)
