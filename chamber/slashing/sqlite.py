@@ -465,7 +465,7 @@ class SQLiteSlashingBackend:
         return _Validator(*row)
 
     def _cached(self, conn: sqlite3.Connection, pubkey: bytes) -> _Cached:
-        """The validator's state for the writer. A validator never seen has ``id`` None: its
+        """The validator's state for the leader. A validator never seen has ``id`` None: its
         row is created only when a record is written, so a refusal leaves nothing behind."""
         cached = self._cache.get(pubkey)
         if cached is None:
