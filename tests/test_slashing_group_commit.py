@@ -11,6 +11,7 @@ on so that no request waits forever. A real SQLite file in a temporary directory
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from chamber.errors import SlashingRefused, Unavailable
-from chamber.slashing.sqlite import SQLiteSlashingBackend
+from chamber.slashing.sqlite import LEADER_SWITCH_INTERVAL, SQLiteSlashingBackend
 
 GVR = b"\x42" * 32
 A = b"\xaa" * 48
@@ -328,3 +329,29 @@ def test_a_failed_read_fails_the_whole_batch(backend: SQLiteSlashingBackend) -> 
     assert [r[1] for r in rows(backend, "blocks")] == [10]
     backend.check_and_record_attestation(A, 2, 3, root(3))  # fine once reads work again
     backend.check_and_record_block(A, 5, root(5))
+
+
+def test_the_switch_interval_is_short_only_while_a_batch_is_written(
+    backend: SQLiteSlashingBackend,
+) -> None:
+    """The leader lowers the interpreter's switch interval for its batch (so that it gets the
+    GIL back promptly after the fsync) and restores it afterwards, also when the batch fails."""
+    original = sys.getswitchinterval()
+    assert original > LEADER_SWITCH_INTERVAL
+    seen: list[float] = []
+
+    def look(conn: sqlite3.Connection) -> None:
+        seen.append(sys.getswitchinterval())
+
+    backend._submit(look)
+    assert seen == [LEADER_SWITCH_INTERVAL]
+    assert sys.getswitchinterval() == original
+
+    def fail(conn: sqlite3.Connection) -> None:
+        seen.append(sys.getswitchinterval())
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError):
+        backend._submit(fail)
+    assert seen[-1] == LEADER_SWITCH_INTERVAL
+    assert sys.getswitchinterval() == original
