@@ -355,3 +355,39 @@ def test_the_switch_interval_is_short_only_while_a_batch_is_written(
         backend._submit(fail)
     assert seen[-1] == LEADER_SWITCH_INTERVAL
     assert sys.getswitchinterval() == original
+
+
+def test_two_backends_leading_at_once_restore_the_switch_interval(tmp_path: Path) -> None:
+    """Leaderships of two databases that overlap, the first one ending first: the interval stays
+    short while either leads and is back to what it was after both, not stuck short."""
+    original = sys.getswitchinterval()
+    backends = [SQLiteSlashingBackend(tmp_path / f"{n}.sqlite", GVR) for n in ("one", "two")]
+    holding = [threading.Event(), threading.Event()]
+    release = [threading.Event(), threading.Event()]
+    inside: list[float] = []
+
+    def leader(n: int) -> threading.Thread:
+        def hold(conn: sqlite3.Connection) -> None:
+            inside.append(sys.getswitchinterval())
+            holding[n].set()
+            release[n].wait(10)
+
+        thread = threading.Thread(target=lambda: backends[n]._submit(hold))
+        thread.start()
+        assert holding[n].wait(10)
+        return thread
+
+    try:
+        first, second = leader(0), leader(1)
+        assert inside == [LEADER_SWITCH_INTERVAL, LEADER_SWITCH_INTERVAL]
+        release[0].set()
+        first.join(10)
+        assert sys.getswitchinterval() == LEADER_SWITCH_INTERVAL  # the second still leads
+        release[1].set()
+        second.join(10)
+        assert sys.getswitchinterval() == original
+    finally:
+        for event in release:
+            event.set()
+        for backend in backends:
+            backend.close()

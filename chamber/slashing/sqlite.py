@@ -115,6 +115,33 @@ END
 
 #: The interpreter's switch interval while a batch is being written (see the module docstring).
 LEADER_SWITCH_INTERVAL = 0.0005
+
+
+class _ShortSwitchInterval:
+    """Process-wide: the switch interval is short while any backend's leader writes a batch,
+    and back to what it was when the last of them is done (backends may lead concurrently)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._saved = 0.0
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._saved = sys.getswitchinterval()
+                if self._saved > LEADER_SWITCH_INTERVAL:
+                    sys.setswitchinterval(LEADER_SWITCH_INTERVAL)
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                sys.setswitchinterval(self._saved)
+
+
+_SHORT_SWITCH_INTERVAL = _ShortSwitchInterval()
 #: Rows per multi-row INSERT (4 parameters each, well under SQLite's 32,766).
 _CHUNK = 1000
 #: A multi-row INSERT: the statement's start and one row's placeholders.
@@ -325,9 +352,7 @@ class SQLiteSlashingBackend:
         """Write ``batch`` (the caller holds the leadership), then publish the outcomes, wake
         the batch's waiters and pass the leadership on."""
         written = False
-        previous = sys.getswitchinterval()
-        if previous > LEADER_SWITCH_INTERVAL:
-            sys.setswitchinterval(LEADER_SWITCH_INTERVAL)
+        _SHORT_SWITCH_INTERVAL.enter()
         try:
             self._execute(batch)
             written = True
@@ -341,7 +366,7 @@ class SQLiteSlashingBackend:
                         job.gate.release()
                         job.gate = None
                 self._leading = False
-                sys.setswitchinterval(previous)
+                _SHORT_SWITCH_INTERVAL.leave()
                 for job in self._queue:  # hand over to a requester already waiting
                     if job.gate is not None:
                         job.gate.release()
