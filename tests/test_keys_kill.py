@@ -22,6 +22,7 @@ after, it is complete and signs after the restart although the client never got 
 
 from __future__ import annotations
 
+import http.client
 import random
 import secrets
 import sqlite3
@@ -302,7 +303,8 @@ def test_random_kills_during_imports(lab: KillLab) -> None:
                 started = time.monotonic()
                 try:
                     response = client.request("POST", IMPORT_PATH, body)
-                except OSError:
+                except (OSError, http.client.HTTPException):
+                    # Killed before or while answering (a cut-short answer is IncompleteRead).
                     unanswered.append(batch)
                     return
                 durations.append(time.monotonic() - started)
