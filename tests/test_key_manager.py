@@ -190,7 +190,7 @@ def test_a_local_delete_during_a_refresh_read_is_not_undone(
     def list_then_delete(status: str | None = None) -> list[Any]:
         records = real_list(status)
         # A local delete lands between the refresh's read and its apply.
-        answer = manager.delete([bytes.fromhex(doomed[2:])], _Deadline(10), keymanager=False)
+        answer = manager.delete([bytes.fromhex(doomed[2:])], _Deadline(10))
         assert answer["data"][0]["status"] == "deleted"
         return records
 

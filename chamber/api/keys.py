@@ -195,7 +195,7 @@ class ChamberKeysResource(_KeysResource):
         limits = self.manager.settings.lifecycle
         KeyManager.check_count(len(pubkeys), limits, "pubkeys", "chamber.keys.lifecycle")
         with self.manager.admit("lifecycle", limits, "chamber.keys.lifecycle") as deadline:
-            answer = self.manager.delete(pubkeys, deadline, keymanager=False)
+            answer = self.manager.delete(pubkeys, deadline)
         audit.warning("keys deleted", extra={"policy": policy.name, **_summary(answer["data"])})
         _answer(resp, answer)
 
@@ -379,7 +379,7 @@ class KeystoresResource(_KeysResource):
         if pubkeys:  # an empty list is a valid request with an empty answer
             KeyManager.check_count(len(pubkeys), limits, "pubkeys", "http.key_manager_api")
         with self.manager.admit("keymanager_read", limits, "http.key_manager_api") as deadline:
-            answer = self.manager.delete(pubkeys, deadline, keymanager=True)
+            answer = self.manager.delete_keymanager(pubkeys, deadline)
         audit.warning(
             "keys deleted (keymanager API)",
             extra={"policy": policy.name, **_summary(answer["data"])},

@@ -641,29 +641,54 @@ class KeyManager:
             audit.warning("key activated", extra={"pubkey": pubkey_hex})
             return _result("activated", pubkey_hex)
 
-    def delete(
-        self, pubkeys: Sequence[bytes], deadline: _Deadline, *, keymanager: bool
-    ) -> dict[str, Any]:
-        """Delete keys; answer one result per key plus the slashing-protection interchange of
-        every requested key that has history (kept in the slashing database).
+    def delete(self, pubkeys: Sequence[bytes], deadline: _Deadline) -> dict[str, Any]:
+        """Chamber API: delete keys from memory and the encrypted stores. One result per key
+        (``deleted`` | ``not_found`` | ``error``) plus the slashing-protection interchange of
+        every requested key that has history (kept in the slashing database)."""
+        statuses, exported, _ = self._delete(
+            pubkeys,
+            deadline,
+            allowed=set(self.encrypted_sources()) | {MEMORY},
+            setting="chamber.keys.lifecycle.request_timeout_seconds",
+            api="chamber",
+        )
+        return {"data": statuses, "slashing_protection": exported}
 
-        Chamber API statuses: ``deleted`` | ``not_found`` | ``error``. Keymanager statuses:
-        ``deleted`` (was signable, removed) | ``not_active`` (not signable here, history
-        returned) | ``not_found`` | ``error``. The keymanager may delete only what it can
-        import: memory keys and keys of its store; other sources are read-only to it.
-        """
-        allowed = (
-            {MEMORY, self.keymanager_store}
-            if keymanager
-            else set(self.encrypted_sources()) | {MEMORY}
+    def delete_keymanager(self, pubkeys: Sequence[bytes], deadline: _Deadline) -> dict[str, Any]:
+        """Keymanager API: like :meth:`delete`, but it may delete only what it can import
+        (memory keys and keys of its store; other sources are read-only to it), and its statuses
+        are ``deleted`` (was signable, removed) | ``not_active`` (not signable here, history
+        returned) | ``not_found`` | ``error``."""
+        statuses, exported, signable = self._delete(
+            pubkeys,
+            deadline,
+            allowed={MEMORY, self.keymanager_store},
+            setting="http.key_manager_api.request_timeout_seconds",
+            api="keymanager",
         )
-        setting = (
-            "http.key_manager_api.request_timeout_seconds"
-            if keymanager
-            else "chamber.keys.lifecycle.request_timeout_seconds"
-        )
+        with_history = {str(entry["pubkey"]).lower() for entry in exported.get("data", [])}
+        for entry in statuses:
+            if (entry["status"] == "deleted" and entry["pubkey"] not in signable) or (
+                entry["status"] == "not_found" and entry["pubkey"] in with_history
+            ):
+                entry["status"] = "not_active"
+        return {"data": statuses, "slashing_protection": exported}
+
+    def _delete(
+        self,
+        pubkeys: Sequence[bytes],
+        deadline: _Deadline,
+        *,
+        allowed: set[str],
+        setting: str,
+        api: str,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], set[str]]:
+        """Remove each key from memory (draining its signing requests) and from the
+        ``allowed`` stores. Returns the results (``deleted`` | ``not_found`` | ``error``), the
+        interchange of the settled keys, and the keys that were signable here."""
         registry = self.signer.registry
         statuses: list[dict[str, Any]] = []
+        signable: set[str] = set()
         for pubkey in pubkeys:
             pubkey_hex = "0x" + pubkey.hex()
             if deadline.passed():
@@ -694,12 +719,11 @@ class KeyManager:
                     for name, source in self.encrypted_sources().items():
                         if name in allowed and source.store.delete(pubkey):
                             removed_stored = True
-                    was_signable = bool(holders)
-                    if was_signable or removed_stored:
-                        api = "keymanager" if keymanager else "chamber"
+                    if holders:
+                        signable.add(pubkey_hex)
+                    if holders or removed_stored:
                         audit.warning("key deleted", extra={"pubkey": pubkey_hex, "api": api})
-                        status = "deleted" if (was_signable or not keymanager) else "not_active"
-                        statuses.append(_result(status, pubkey_hex))
+                        statuses.append(_result("deleted", pubkey_hex))
                     else:
                         statuses.append(_result("not_found", pubkey_hex))
             except ChamberError as error:
@@ -710,13 +734,7 @@ class KeyManager:
         settled = [
             bytes.fromhex(entry["pubkey"][2:]) for entry in statuses if entry["status"] != "error"
         ]
-        exported = self.signer.slashing.export_interchange(settled)
-        with_history = {str(entry["pubkey"]).lower() for entry in exported.get("data", [])}
-        if keymanager:
-            for entry in statuses:
-                if entry["status"] == "not_found" and entry["pubkey"] in with_history:
-                    entry["status"] = "not_active"
-        return {"data": statuses, "slashing_protection": exported}
+        return statuses, self.signer.slashing.export_interchange(settled), signable
 
     # ------------------------------------------------------------------ listing
 
