@@ -23,7 +23,7 @@ While a batch is being written the interpreter's switch interval is lowered to
 :data:`LEADER_SWITCH_INTERVAL` (and restored when the leadership ends): after its fsync the
 leader needs the GIL back to publish the outcomes, and every waiter of the batch sleeps until it
 has it. With Python's default 5 ms a busy request thread could keep it that long; measured, this
-raised the SQLite rate from a median 74-78 % to 84 % of noop (docs/performance.md).
+raised the SQLite rate from a median 74-78 % to 84-88 % of noop (docs/performance.md).
 
 Later checks in a batch see earlier ones (the cache, and pending rows are written before any
 read), so a batch is exactly as strict as one by one. A failed statement or commit fails every
