@@ -35,12 +35,11 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +50,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _client
 import sign  # machine facts, percentiles
+from _server import BenchError, ServerProcess
 
 CURVE_ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
 KEYSTORE_PASSWORD = "chamber-bench-keystore-password"  # test keystores only
@@ -69,10 +69,6 @@ SCOPES = [
     "chamber_keys_write",
     "chamber_keys_delete",
 ]
-
-
-class BenchError(Exception):
-    """The benchmark could not run (exit status 2)."""
 
 
 class UnexpectedAnswer(Exception):
@@ -143,82 +139,13 @@ def log_time(ts: str) -> float:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
-class Replica:
-    """One ``python -m chamber server`` process; its JSON log is read incrementally."""
+class Replica(ServerProcess):
+    """One ``python -m chamber server`` process of a chamber; its JSON log is read
+    incrementally (a restarted replica appends to the same file)."""
 
     def __init__(self, name: str, config: Path, workdir: Path, token: str) -> None:
-        self.name, self.token = name, token
-        self.log_path = workdir / f"{name}.log"
-        self._log = self.log_path.open("ab")
-        self._offset = self.log_path.stat().st_size
-        self.entries: list[dict[str, Any]] = []
-        self.port: int | None = None
-        self.bls_backend: str | None = None
-        self.started_wall = time.time()
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chamber", "server", "-c", str(config)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-        )
-
-    def scan(self) -> None:
-        with self.log_path.open("rb") as f:
-            f.seek(self._offset)
-            chunk = f.read()
-        end = chunk.rfind(b"\n") + 1
-        self._offset += end
-        for line in chunk[:end].splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(entry, dict):
-                continue
-            self.entries.append(entry)
-            message = entry.get("message")
-            if message == "signer listening":
-                self.port = int(entry["port"])
-            elif message == "BLS backend selected":
-                self.bls_backend = entry.get("bls_backend")
-
-    def find(self, message: str, **fields: Any) -> dict[str, Any] | None:
-        self.scan()
-        for entry in self.entries:
-            if entry.get("message") == message and all(
-                entry.get(k) == v for k, v in fields.items()
-            ):
-                return entry
-        return None
-
-    def tail(self, lines: int = 25) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def wait_for(self, what: Callable[[], Any], timeout: float, label: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = what()
-            if found:
-                return found
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise BenchError(
-                    f"{self.name}: {label} did not happen in {timeout} s\n{self.tail()}"
-                )
-            time.sleep(0.01)
-
-    def wait_port(self, timeout: float = 60) -> int:
-        def port() -> int | None:
-            self.scan()
-            return self.port
-
-        found: int = self.wait_for(port, timeout, "'signer listening'")
-        return found
+        super().__init__(name, config, workdir, workdir / f"{name}.log")
+        self.token = token
 
     def http(self) -> Http:
         assert self.port is not None
@@ -227,19 +154,6 @@ class Replica:
     def cpu_seconds(self) -> float:
         """User + system CPU of the process and its live children (the worker pool)."""
         return tree_cpu(self.proc.pid)
-
-    def stop(self, timeout: float = 60) -> int | None:
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                return None
-        finally:
-            self._log.close()
 
 
 def _stat(pid: int) -> tuple[int, float] | None:
@@ -758,7 +672,7 @@ def big(
     a = chamber.start("a", config_a)
     started.append(a)
     chamber.init(a)
-    report["bls_backend"] = a.bls_backend
+    report["bls_backend"] = a.bls_selected
     report["fill"], _pubkeys = fill(a, args.keys, args.batch)
     f = report["fill"]
     print(

@@ -41,16 +41,13 @@ from chamber.errors import ChamberError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _client
+from _server import BenchError, ServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CURVE_ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
 KEY_SEED = "chamber-bench"
 TARGET_RATE = 2000.0
 TARGET_FIGURE = 0.70
-
-
-class BenchError(Exception):
-    """The benchmark could not run (exit status 2)."""
 
 
 # --------------------------------------------------------------------------- keys and config
@@ -153,66 +150,25 @@ def raw_sign_rate(backend: Any, secret: bytes, seconds: float, threads: int = 1)
 # --------------------------------------------------------------------------- server process
 
 
-class Server:
+class Server(ServerProcess):
     def __init__(self, config_path: Path, workdir: Path) -> None:
-        self.log_path = workdir / "server.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chamber", "server", "-c", str(config_path)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,  # any relative default path (e.g. a database file) lands in the temp dir
-        )
-        self.port: int | None = None
-        self.metrics_port: int | None = None
-        self.listening: dict[str, Any] = {}
-        self.bls_selected: str | None = None
-
-    def _scan_log(self) -> None:
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(entry, dict):
-                continue
-            message = entry.get("message")
-            if message == "signer listening":
-                self.port = int(entry["port"])
-                self.listening = entry
-            elif message == "metrics listening":
-                self.metrics_port = int(entry["port"])
-            elif message == "BLS backend selected":
-                self.bls_selected = entry.get("bls_backend")
-
-    def tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        super().__init__("server", config_path, workdir, workdir / "server.log")
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.port is None:
-            if self.proc.poll() is not None:
-                raise BenchError(f"server exited with {self.proc.returncode}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"server did not log 'signer listening':\n{self.tail()}")
-            time.sleep(0.05)
-            self._scan_log()
+        self.wait_port(timeout)
         url = f"http://127.0.0.1:{self.port}/healthcheck"
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if self.proc.poll() is not None:
-                raise BenchError(f"server exited with {self.proc.returncode}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"/healthcheck never answered 200:\n{self.tail()}")
+
+        def healthy() -> bool:
+            with (
+                contextlib.suppress(urllib.error.URLError, ConnectionError),
+                urllib.request.urlopen(url, timeout=5) as resp,
+            ):
+                return bool(resp.status == 200)
             time.sleep(0.1)
+            return False
+
+        self.wait_for(healthy, max(1.0, deadline - time.monotonic()), "/healthcheck 200")
 
     def cpu_seconds(self) -> tuple[float, float]:
         """(user, system) CPU seconds of the server process so far."""
@@ -247,20 +203,6 @@ class Server:
                 operation = labels.split('operation="', 1)[1].split('"', 1)[0]
                 counts[operation] = counts.get(operation, 0) + float(value)
         return counts
-
-    def stop(self, timeout: float = 60) -> int | None:
-        """SIGTERM and wait; the exit status, or ``None`` if it had to be killed."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                return None
-        finally:
-            self._log.close()
 
 
 # --------------------------------------------------------------------------- machine facts
