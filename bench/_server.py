@@ -23,6 +23,20 @@ class BenchError(Exception):
     """The benchmark could not run (exit status 2)."""
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of all the process's threads so far."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for line in text.splitlines():
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                total += int(line.split()[1])
+    return total
+
+
 class ServerProcess:
     def __init__(self, name: str, config: Path, workdir: Path, log_path: Path) -> None:
         """Start the server. The log is appended to, so a restarted server keeps one file;

@@ -38,7 +38,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _client
 import sign  # keys, config, machine facts, raw sign rate
-from _server import BenchError
+from _server import BenchError, context_switches
 
 ANSWER = b'{"signature":"0x' + b"ab" * 96 + b'"}'
 
@@ -191,20 +191,6 @@ def serve_bare(mode: str, threads: int) -> None:
 def _cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def context_switches(pid: int) -> int:
-    """Voluntary + involuntary context switches of all the process's threads so far."""
-    total = 0
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
-        try:
-            text = status.read_text()
-        except OSError:  # the thread ended meanwhile
-            continue
-        for line in text.splitlines():
-            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                total += int(line.split()[1])
-    return total
 
 
 def http_floor(mode: str, threads: int, clients: int, duration: float) -> dict[str, float]:

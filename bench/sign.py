@@ -41,7 +41,7 @@ from chamber.errors import ChamberError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _client
-from _server import BenchError, ServerProcess
+from _server import BenchError, ServerProcess, context_switches
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CURVE_ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
@@ -358,7 +358,8 @@ def print_report(report: dict[str, Any]) -> None:
             f"(a raw sign is {fmt(cpu['raw_sign_us'])} us)\n"
             f"                    bench client {cpu['client_cores']:.2f} cores, other processes "
             f"{cpu['other_cores']:.2f} cores, machine {cpu['machine_busy_pct']:.0f}% busy; "
-            f"server threads {cpu['server_threads']}"
+            f"server threads {cpu['server_threads']}, "
+            f"{cpu['context_switches_per_signature']:.1f} context switches per signature"
         )
     failures = report["failures"]
     if failures["by_status"]:
@@ -526,7 +527,9 @@ def run(args: argparse.Namespace) -> int:
         loader = _client.LoadGenerator(
             ("127.0.0.1", server.port), keys, args.clients, _client.mix_pattern(args.weights)
         )
-        snapshots: dict[str, tuple[float, tuple[float, float], float, tuple[int, int], int]] = {}
+        snapshots: dict[
+            str, tuple[float, tuple[float, float], float, tuple[int, int], tuple[int, int]]
+        ] = {}
         running_server = server
 
         def on_window(phase: str) -> None:
@@ -536,7 +539,7 @@ def run(args: argparse.Namespace) -> int:
                 running_server.cpu_seconds(),
                 time.process_time(),
                 machine_busy(),
-                running_server.threads(),
+                (running_server.threads(), context_switches(running_server.proc.pid)),
             )
             if phase == "start" and args.py_spy is not None:
                 try:
@@ -580,8 +583,8 @@ def run(args: argparse.Namespace) -> int:
         reference = max(raw_before, raw_after)
         figure = summary["signatures_per_second"] / reference
         if "start" in snapshots and "end" in snapshots:
-            t0, (u0, k0), c0, (b0, tot0), _ = snapshots["start"]
-            t1, (u1, k1), c1, (b1, tot1), threads = snapshots["end"]
+            t0, (u0, k0), c0, (b0, tot0), (_, s0) = snapshots["start"]
+            t1, (u1, k1), c1, (b1, tot1), (threads, s1) = snapshots["end"]
             elapsed = t1 - t0
             server_cpu = (u1 - u0) + (k1 - k0)
             answers = summary["signatures_in_window"] + summary["failed_in_window"]
@@ -597,6 +600,9 @@ def run(args: argparse.Namespace) -> int:
                 "client_us_per_request": (c1 - c0) / max(answers, 1) * 1e6,
                 "machine_busy_pct": 100.0 * (b1 - b0) / max(tot1 - tot0, 1),
                 "server_threads": threads,
+                "context_switches_per_signature": (
+                    (s1 - s0) / max(summary["signatures_in_window"], 1)
+                ),
             }
             busy_cores = (b1 - b0) / os.sysconf("SC_CLK_TCK") / elapsed
             cpu["other_cores"] = max(0.0, busy_cores - cpu["server_cores"] - cpu["client_cores"])

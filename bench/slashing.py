@@ -67,6 +67,8 @@ def one_round(args: argparse.Namespace, tmp: Path, number: int) -> dict[str, Any
                           "p50_ms": latency["p50"], "p99_ms": latency["p99"],
                           "server_us_per_signature":
                               result.get("cpu", {}).get("server_us_per_signature"),
+                          "context_switches_per_signature":
+                              result.get("cpu", {}).get("context_switches_per_signature"),
                           "all_200": result["exit_code"] == 0}
     return {"backends": backends, "runs": runs}
 
@@ -92,7 +94,8 @@ def main() -> int:
         for name, b in result["backends"].items():
             print(f"  round {number}  {name:9s} {b['rate']:9,.1f}/s  {b['share_of_noop']:6.1%} of "
                   f"noop   p50 {b['p50_ms']:.2f} ms   p99 {b['p99_ms']:.2f} ms   server "
-                  f"{b['server_us_per_signature'] or 0:,.0f} us CPU/signature"
+                  f"{b['server_us_per_signature'] or 0:,.0f} us CPU/signature, "
+                  f"{b['context_switches_per_signature'] or 0:.1f} cs/signature"
                   + ("" if b["all_200"] else "   NOT ALL 200"))
     names = list(rounds[0]["backends"])
     summary: dict[str, Any] = {"clients": args.clients, "threads": args.threads,
