@@ -23,18 +23,24 @@ class BenchError(Exception):
     """The benchmark could not run (exit status 2)."""
 
 
-def context_switches(pid: int) -> int:
-    """Voluntary + involuntary context switches of all the process's threads so far."""
-    total = 0
+def context_switches(pid: int) -> tuple[int, int]:
+    """Voluntary + involuntary context switches so far: (the main thread, which is waitress's
+    I/O loop in a server; all other threads together)."""
+    main = others = 0
     for status in Path(f"/proc/{pid}/task").glob("*/status"):
         try:
             text = status.read_text()
         except OSError:  # the thread ended meanwhile
             continue
+        count = 0
         for line in text.splitlines():
             if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                total += int(line.split()[1])
-    return total
+                count += int(line.split()[1])
+        if status.parent.name == str(pid):
+            main += count
+        else:
+            others += count
+    return main, others
 
 
 class ServerProcess:

@@ -212,7 +212,7 @@ def http_floor(mode: str, threads: int, clients: int, duration: float) -> dict[s
         marks: dict[str, tuple[float, float, int]] = {}
 
         def on_window(phase: str) -> None:
-            marks[phase] = (time.perf_counter(), _cpu(proc.pid), context_switches(proc.pid))
+            marks[phase] = (time.perf_counter(), _cpu(proc.pid), sum(context_switches(proc.pid)))
 
         result = loader.run(1.0, duration, on_window)
         answered = sum(1 for t in result.done_at if result.window_start <= t < result.window_end)

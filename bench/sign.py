@@ -359,7 +359,8 @@ def print_report(report: dict[str, Any]) -> None:
             f"                    bench client {cpu['client_cores']:.2f} cores, other processes "
             f"{cpu['other_cores']:.2f} cores, machine {cpu['machine_busy_pct']:.0f}% busy; "
             f"server threads {cpu['server_threads']}, "
-            f"{cpu['context_switches_per_signature']:.1f} context switches per signature"
+            f"{cpu['context_switches_per_signature']:.1f} context switches per signature "
+            f"({cpu['context_switches_main_thread_per_signature']:.1f} in the I/O thread)"
         )
     failures = report["failures"]
     if failures["by_status"]:
@@ -528,7 +529,8 @@ def run(args: argparse.Namespace) -> int:
             ("127.0.0.1", server.port), keys, args.clients, _client.mix_pattern(args.weights)
         )
         snapshots: dict[
-            str, tuple[float, tuple[float, float], float, tuple[int, int], tuple[int, int]]
+            str,
+            tuple[float, tuple[float, float], float, tuple[int, int], tuple[int, tuple[int, int]]],
         ] = {}
         running_server = server
 
@@ -583,8 +585,9 @@ def run(args: argparse.Namespace) -> int:
         reference = max(raw_before, raw_after)
         figure = summary["signatures_per_second"] / reference
         if "start" in snapshots and "end" in snapshots:
-            t0, (u0, k0), c0, (b0, tot0), (_, s0) = snapshots["start"]
-            t1, (u1, k1), c1, (b1, tot1), (threads, s1) = snapshots["end"]
+            t0, (u0, k0), c0, (b0, tot0), (_, (m0, w0)) = snapshots["start"]
+            t1, (u1, k1), c1, (b1, tot1), (threads, (m1, w1)) = snapshots["end"]
+            signed = max(summary["signatures_in_window"], 1)
             elapsed = t1 - t0
             server_cpu = (u1 - u0) + (k1 - k0)
             answers = summary["signatures_in_window"] + summary["failed_in_window"]
@@ -600,9 +603,8 @@ def run(args: argparse.Namespace) -> int:
                 "client_us_per_request": (c1 - c0) / max(answers, 1) * 1e6,
                 "machine_busy_pct": 100.0 * (b1 - b0) / max(tot1 - tot0, 1),
                 "server_threads": threads,
-                "context_switches_per_signature": (
-                    (s1 - s0) / max(summary["signatures_in_window"], 1)
-                ),
+                "context_switches_per_signature": ((m1 - m0) + (w1 - w0)) / signed,
+                "context_switches_main_thread_per_signature": (m1 - m0) / signed,
             }
             busy_cores = (b1 - b0) / os.sysconf("SC_CLK_TCK") / elapsed
             cpu["other_cores"] = max(0.0, busy_cores - cpu["server_cores"] - cpu["client_cores"])
