@@ -566,24 +566,20 @@ class Vault:
             now = int(time.time())
             kcv = envelope.key_check_value(master.material)
             if not names:
-                try:
+                try:  # the new master key is wiped unless it ends up in use
                     layer = self.kms.wrap(
                         master.material, kms_key_ids, kms_threshold, chamber_id, MASTER_PURPOSE
                     )
-                except Exception:
-                    master.zeroize()
-                    raise
-                record = VaultRecord(
-                    chamber_id=chamber_id,
-                    mode="kms_only",
-                    phase="ready",
-                    kcv=kcv,
-                    kms=layer,
-                    operators=None,
-                    created_at=now,
-                    updated_at=now,
-                )
-                try:
+                    record = VaultRecord(
+                        chamber_id=chamber_id,
+                        mode="kms_only",
+                        phase="ready",
+                        kcv=kcv,
+                        kms=layer,
+                        operators=None,
+                        created_at=now,
+                        updated_at=now,
+                    )
                     self._commit(step="init", record=record)
                 except Exception:
                     master.zeroize()
