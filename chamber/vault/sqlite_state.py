@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from chamber.errors import ConfigError, Conflict, StartupError, Unavailable
+from chamber.files import create_private_file
 
 log = logging.getLogger("chamber.vault.sqlite_state")
 
@@ -105,13 +106,7 @@ def _tighten(path: Path) -> None:
 def _create_private(path: Path) -> None:
     """Create ``path`` owner-only if missing (its directory too); tighten it if it exists."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            os.close(fd)
+        if create_private_file(path):
             return
         if not stat.S_ISREG(path.stat().st_mode):
             raise StartupError(
