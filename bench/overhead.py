@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import secrets
 import statistics
 import subprocess
@@ -38,7 +37,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _client
 import sign  # keys, config, machine facts, raw sign rate
-from _server import BenchError, context_switches
+from _server import BenchError, context_switches, process_cpu
 
 ANSWER = b'{"signature":"0x' + b"ab" * 96 + b'"}'
 
@@ -188,11 +187,6 @@ def serve_bare(mode: str, threads: int) -> None:
     server.run()
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def http_floor(mode: str, threads: int, clients: int, duration: float) -> dict[str, float]:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve-bare", mode, "--threads", str(threads)],
@@ -212,7 +206,8 @@ def http_floor(mode: str, threads: int, clients: int, duration: float) -> dict[s
         marks: dict[str, tuple[float, float, int]] = {}
 
         def on_window(phase: str) -> None:
-            marks[phase] = (time.perf_counter(), _cpu(proc.pid), sum(context_switches(proc.pid)))
+            pid = proc.pid
+            marks[phase] = (time.perf_counter(), sum(process_cpu(pid)), sum(context_switches(pid)))
 
         result = loader.run(1.0, duration, on_window)
         answered = sum(1 for t in result.done_at if result.window_start <= t < result.window_end)

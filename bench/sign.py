@@ -41,7 +41,7 @@ from chamber.errors import ChamberError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _client
-from _server import BenchError, ServerProcess, context_switches
+from _server import BenchError, ServerProcess, context_switches, process_cpu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CURVE_ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
@@ -172,9 +172,7 @@ class Server(ServerProcess):
 
     def cpu_seconds(self) -> tuple[float, float]:
         """(user, system) CPU seconds of the server process so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        return int(fields[11]) / tick, int(fields[12]) / tick
+        return process_cpu(self.proc.pid)
 
     def threads(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
