@@ -58,7 +58,6 @@ _INSERT = (
 )
 
 
-
 def _record(row: tuple[Any, ...]) -> StoredKey:
     pubkey, ciphertext, status, origin, created_at, backup = row
     return StoredKey(

@@ -80,9 +80,7 @@ class KmsSet:
                 )
             with self._lock:
                 if name not in self._instances:
-                    self._instances[name] = self._classes[name].from_config(
-                        self._settings[section]
-                    )
+                    self._instances[name] = self._classes[name].from_config(self._settings[section])
 
     def validate(self, key_ids: Sequence[str], threshold: int) -> None:
         """Check ids and threshold without any KMS call (``BadRequest`` naming the field)."""
@@ -205,4 +203,3 @@ def _section_name(provider_name: str) -> str:
 
 def _context(chamber_id: str, purpose: str, index: int) -> dict[str, str]:
     return {"chamber": chamber_id, "purpose": purpose, "share_index": str(index)}
-
